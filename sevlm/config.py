@@ -82,11 +82,16 @@ class DataConfig:
     synthetic_dir: str = "data/synthetic"
     synthetic_paintings: int = 240
     synthetic_annotators: int = 5
+    # Seed of the synthetic generator: a data seed, not cfg.seed, so that every trial of a
+    # sweep (whatever its seed) trains on the same dataset.
+    synthetic_seed: int = 0
     split_seed: int = 2021  # ArtEmis' official split seed
     split_fractions: tuple[float, float, float] = (0.85, 0.05, 0.10)
     min_tokens: int = 5
     max_tokens: int = 30
     max_repetition: int = 40  # paintings repeated more often go to the "rest" split
+    # A label outside the nine ArtEmis emotions: "error" (default) or "skip" (counted).
+    on_unknown_emotion: str = "error"
     feature_cache_dir: str = ".cache/features"
     num_workers: int = 0
 
@@ -102,8 +107,11 @@ class TrainConfig:
     grad_clip: float = 1.0
     amp: bool = True  # fp16 autocast + GradScaler on CUDA; always fp32 on CPU
     eval_every_steps: int = 0  # 0 = evaluate once per epoch
-    early_stopping_metric: str | None = None  # e.g. "val/bleu4"; None = no early stopping
-    early_stopping_patience: int = 5
+    log_every_steps: int = 10
+    # Validation metric that picks the best checkpoint (used for the test evaluation) and
+    # drives early stopping; higher is better.
+    monitor_metric: str = "val/bleu4"
+    early_stopping_patience: int = 0  # evaluations without improvement; 0 = never stop early
     max_steps: int = 0  # 0 = no limit besides epochs
     device: str = "auto"  # "auto", "cpu", "cuda"
 
@@ -183,9 +191,10 @@ def to_flat_dict(cfg: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _coerce(value: Any, current: Any, key: str) -> Any:
+    """Turn command-line strings into the type of the field they override."""
+    if isinstance(value, str) and value.strip().lower() in ("none", "null"):
+        return None
     if isinstance(value, str) and not isinstance(current, str):
-        if value.lower() in ("none", "null"):
-            return None
         if isinstance(current, bool):
             if value.lower() in ("1", "true", "yes", "on"):
                 return True

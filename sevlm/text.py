@@ -190,7 +190,11 @@ class SEVLMTokenizer:
         )
 
     def segment_after(self, token_id: int, current_segment: int) -> int:
-        """Segment id of the token following ``token_id`` during generation."""
+        """Segment id of a generated ``token_id`` fed back during generation.
+
+        The connective " because" opens the explanation segment (it belongs to X, as in
+        :meth:`encode_full_sentence`); every other token stays in the current segment.
+        """
         if token_id == self.connective_id:
             return self.explanation_segment_id
         return current_segment

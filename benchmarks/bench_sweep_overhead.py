@@ -1,0 +1,257 @@
+"""Per-trial framework overhead, and the peak memory of a default sweep.
+
+1. The same tiny configuration (the default sweep's trial configuration: the paper's point
+   of the alpha search on the tiny preset) is run
+   a. directly: ``sevlm.training.loop.run_training(cfg)`` in this process, and
+   b. as a one-trial sweep: ``sweeps/alpha_search.py --num-trials 1 --concurrency 1``
+      (local Ray, Tune + OptunaSearch, the Ray Train V2 TorchTrainer, MLflow in SQLite),
+   both on warm data (synthetic set, feature cache and EA classifier built beforehand),
+   both with one torch thread. Printed: seconds, the overhead in seconds and in percent of
+   the direct run, split into the sweep's fixed costs (starting Ray, MLflow) and the
+   per-trial cost (trial wall time in Tune minus the direct run).
+2. Peak memory of a default sweep (``sweeps/alpha_search.py`` with the default flags; by
+   default reduced to ``--num-trials 2``: one wave at the default concurrency, which is
+   what sets the peak), sampled every 0.5 s over the whole process tree (driver, Ray's
+   daemons, the trial and training workers): the sum of PSS (proportional set size, shared
+   pages split between processes) and of RSS.
+
+    python benchmarks/bench_sweep_overhead.py [--steps 40] [--memory-trials 2 | --full-default]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+# ---------------------------------------------------------------- process-tree memory
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        tree.setdefault(ppid, []).append(int(entry))
+    return tree
+
+
+def _tree(root: int) -> list[int]:
+    tree = _children()
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += tree.get(pid, [])
+    return out
+
+
+def _memory_kb(pid: int) -> tuple[int, int]:
+    """(PSS, RSS) of one process in KiB."""
+    pss = rss = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+                elif line.startswith("Rss:"):
+                    rss = int(line.split()[1])
+    except OSError:
+        pass
+    return pss, rss
+
+
+class TreeMemorySampler:
+    """Peak PSS and RSS of this process and all its descendants (Ray's included)."""
+
+    def __init__(self, interval: float = 0.5):
+        self.interval = interval
+        self.peak_pss = self.peak_rss = 0
+        self.peak_procs = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        root = os.getpid()
+        while not self._stop.is_set():
+            pids = _tree(root)
+            pss = rss = 0
+            for pid in pids:
+                p, r = _memory_kb(pid)
+                pss += p
+                rss += r
+            if pss > self.peak_pss:
+                self.peak_pss, self.peak_procs = pss, len(pids)
+            self.peak_rss = max(self.peak_rss, rss)
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+# ---------------------------------------------------------------------- the runs
+
+
+def trial_flags(steps: int) -> list[str]:
+    """The only flag the compared sweep adds to the defaults (data: the defaults in ``work``)."""
+    return ["--set", f"train.max_steps={steps}"]
+
+
+def direct_config(work: Path, steps: int):
+    """The configuration a one-trial alpha search gives its first (paper) trial."""
+    from sevlm.config import apply_overrides, preset
+    from sweeps import alpha_search
+    from trainables.ray_trainable import TrialSettings, trial_config
+
+    overrides = dict(alpha_search.DEFAULT_OVERRIDES.get("tiny", {}))
+    overrides.update({
+        # the sweep's defaults, resolved against its working directory
+        "data.synthetic_dir": str(work / "data" / "synthetic"),
+        "data.feature_cache_dir": str(work / ".cache" / "features"),
+        "train.max_steps": steps,
+    })
+    base = apply_overrides(preset("tiny"), overrides)
+    from sevlm.config import to_flat_dict
+
+    flat = to_flat_dict(base)
+    paper = {k: flat[k] for k in alpha_search.SPACE["tiny"]}
+    settings = TrialSettings(sweep_name="direct", storage_path=str(work / "direct"), overrides=overrides)
+    return trial_config(settings, paper, "direct")
+
+
+def run_direct(work: Path, steps: int) -> float:
+    import torch
+
+    from sevlm.training.loop import run_training
+
+    torch.set_num_threads(1)
+    cfg = direct_config(work, steps)
+    start = time.perf_counter()
+    run_training(cfg)
+    return time.perf_counter() - start
+
+
+def run_sweep(work: Path, name: str, argv: list[str]) -> tuple[int, float, str]:
+    from sweeps.alpha_search import main
+
+    cwd = os.getcwd()
+    os.chdir(work)
+    out = io.StringIO()
+    try:
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(out):
+            rc = main(["--name", name, "--progress-interval", "600"] + argv)
+        if rc != 0:
+            print(out.getvalue())
+        return rc, time.perf_counter() - start, out.getvalue()
+    finally:
+        os.chdir(cwd)
+
+
+def trial_times(work: Path, name: str) -> list[dict]:
+    """Per trial: Tune's wall time of the trial, and MLflow's run duration."""
+    from mlflow import MlflowClient
+
+    from trainables import tracking_schema as schema
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(schema.DEFAULT_EXPERIMENT)
+    runs = client.search_runs([exp.experiment_id], filter_string=schema.search_filter_trials(name))
+    out = []
+    for run in runs:
+        out.append({
+            "trial_id": run.data.tags[schema.TAG_TRIAL_ID],
+            "mlflow_s": (run.info.end_time - run.info.start_time) / 1000.0,
+        })
+    for path in (work / "ray_results" / name).glob("*/result.json"):
+        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if lines:
+            tid = lines[-1].get("trial_id")
+            for row in out:
+                if row["trial_id"] == tid:
+                    row["tune_time_total_s"] = lines[-1].get("time_total_s")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=40, help="optimizer steps of the compared run (default 40)")
+    p.add_argument("--memory-trials", type=int, default=2,
+                   help="trials of the default sweep whose memory is measured (default 2: one wave)")
+    p.add_argument("--full-default", action="store_true", help="measure the full default sweep instead")
+    p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--workdir", default=None)
+    args = p.parse_args(argv)
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_sweep_"))
+    work.mkdir(parents=True, exist_ok=True)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    print(f"work directory: {work}; CPUs: {os.cpu_count()}; load average: {os.getloadavg()[0]:.2f}")
+
+    # Warm-up: synthetic data, feature cache, EA classifier, imports.
+    t = time.perf_counter()
+    import dataclasses
+
+    from sevlm.training.loop import run_training
+
+    warm = direct_config(work, 2)
+    run_training(dataclasses.replace(warm, output_dir=str(work / "warmup")))
+    print(f"warm-up (data, caches, imports): {time.perf_counter() - t:.1f} s")
+
+    direct = run_direct(work, args.steps)
+    print(f"direct run_training ({args.steps} steps, 1 thread): {direct:.1f} s")
+
+    flags = trial_flags(args.steps)
+    rc, total, out = run_sweep(work, "overhead", ["--num-trials", "1", "--concurrency", "1",
+                                                  "--cpus-per-trial", "1"] + flags)
+    if rc != 0:
+        print(out)
+        print(f"sweep failed with exit code {rc}")
+        return 1
+    times = trial_times(work, "overhead")
+    trial = times[0] if times else {}
+    tune_s = trial.get("tune_time_total_s") or trial.get("mlflow_s") or total
+    per_trial = tune_s - direct
+    print(f"one-trial sweep, whole command:   {total:.1f} s  (+{total - direct:.1f} s, "
+          f"+{100 * (total - direct) / direct:.0f}% over the direct run)")
+    print(f"  the trial itself (Tune wall):   {tune_s:.1f} s  (+{per_trial:.1f} s, "
+          f"+{100 * per_trial / direct:.0f}%: Ray Train worker group, checkpoint reports, MLflow)")
+    if trial.get("mlflow_s"):
+        print(f"  MLflow run duration:            {trial['mlflow_s']:.1f} s")
+    print(f"  fixed per sweep (Ray start, searcher, MLflow setup, shutdown): {total - tune_s:.1f} s")
+
+    if not args.skip_memory:
+        extra = [] if args.full_default else ["--num-trials", str(args.memory_trials)]
+        with TreeMemorySampler() as mem:
+            rc, total, out = run_sweep(work, "memory", extra)
+        what = "full default sweep" if args.full_default else f"default sweep reduced to {args.memory_trials} trials"
+        print(f"{what}: exit code {rc}, {total:.1f} s; peak memory of the process tree: "
+              f"PSS {mem.peak_pss / 2**20:.2f} GiB, RSS {mem.peak_rss / 2**20:.2f} GiB "
+              f"({mem.peak_procs} processes at the peak)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,466 @@
+"""SEVLM: CLIP patch tokens -> GPT-2 (cross-attention) + VAD emotion modelling, VAD head
+and contrastive head (arXiv 2403.11150, section 4).
+
+Batch contract of :meth:`SEVLM.forward` (produced by the data collate)::
+
+    image_features     float (B, K, d_v)   frozen image-encoder patch tokens
+    input_ids          long  (B, L)        <bos> M X <eos> <pad>...
+    segment_ids        long  (B, L)        segment token ids (embedded by GPT-2's wte)
+    attention_mask     long/bool (B, L)    1 = real token, 0 = padding (right padding)
+    labels             long  (B, L)        NOT shifted: logits at t predict labels[t+1];
+                                           -100 = ignored
+    vad                float (B, L, 3)     lexicon VAD of each explanation token's word
+    prompt_mask        bool  (B, L)        <bos> + "the emotion is <emotion>"
+    explanation_mask   bool  (B, L)        " because ..." + <eos>
+    emotion            long  (B,)          emotion index (not used by the model itself)
+    neg_wrong_emotion  dict                negative X_{!=M}: input_ids, segment_ids,
+    neg_other_image    dict                negative X_{!=I}: attention_mask, vad,
+                                           prompt_mask, explanation_mask (B, L) (vad
+                                           (B, L, 3)); the positive's prompt M followed by
+                                           the negative explanation
+    neg_wrong_emotion_valid  bool (B,), optional: False = that row's X_{!=M} negative is
+                                           left out of its softmax (masked with -inf), e.g.
+                                           a painting whose annotations all share one
+                                           emotion. The sentence must still be present.
+
+Only the negatives that are enabled are read (a disabled negative may be absent). The
+positive and the enabled negatives go through one decoder call (concatenated along the
+batch, image features repeated); only the positive contributes the language and emotion
+losses.
+
+Losses: ``L = L_language + L_emotion + alpha * L_contrastive`` over the enabled terms.
+
+- Language: cross-entropy of logits[t] against labels[t+1].
+- Emotion (VAD head): the hidden state at t predicts the VAD vector of token t+1 (as in the
+  reference code: the VAD of token t is already an input at t); MSE averaged over the
+  explanation tokens (t+1 in ``explanation_mask``, which includes " because" and <eos>;
+  out-of-lexicon words have the neutral target (0, 0, 0)).
+- Contrastive: softmax cross-entropy of S(I, M, X) against the enabled negatives.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sevlm  # noqa: F401  (torchvision shim before transformers)
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sevlm.config import ModelConfig
+from sevlm.model.decoder import SEVLMDecoder, build_decoder
+from sevlm.model.emotion import VADEmotionModel
+from sevlm.model.heads import ContrastiveHead, VADHead, contrastive_loss, emotion_loss
+from sevlm.text import IGNORE_INDEX, word_key
+
+NEGATIVES = ("neg_wrong_emotion", "neg_other_image")
+SEQUENCE_KEYS = ("input_ids", "segment_ids", "attention_mask", "vad", "prompt_mask", "explanation_mask")
+VadLookup = Callable[[str], tuple[float, float, float]]
+
+# Offsets added to the seed for each component, so that switching one module off does not
+# change the initial weights of the others (alpha=0 and use_contrastive=False then start
+# from identical decoders).
+_SEED_DECODER, _SEED_VAD, _SEED_VAD_HEAD, _SEED_CONTRASTIVE = 0, 1, 2, 3
+
+
+@dataclass
+class SEVLMOutput:
+    loss: torch.Tensor
+    loss_language: torch.Tensor
+    loss_emotion: torch.Tensor | None
+    loss_contrastive: torch.Tensor | None
+    logits: torch.Tensor  # (B, L, V) of the positive sentences
+    contrastive_scores: torch.Tensor | None = None  # (B, 1 + n_neg): positive first
+
+
+def _seeded(seed: int, fn):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return fn()
+
+
+class SEVLM(nn.Module):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        tokenizer,
+        decoder: SEVLMDecoder,
+        vad_model: VADEmotionModel | None,
+        vad_head: VADHead | None,
+        contrastive_head: ContrastiveHead | None,
+        vad_lexicon: VadLookup | None = None,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.decoder = decoder
+        self.vad_model = vad_model
+        self.vad_head = vad_head
+        self.contrastive_head = contrastive_head
+        self.alpha = float(cfg.alpha)
+        self.negatives: tuple[str, ...] = tuple(
+            name
+            for name, on in zip(NEGATIVES, (cfg.neg_wrong_emotion, cfg.neg_other_image))
+            if on and contrastive_head is not None
+        )
+        self.vad_lexicon = vad_lexicon
+        self._token_text: dict[int, str] = {}
+
+    # ---------------------------------------------------------------- construction
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: ModelConfig,
+        tokenizer,
+        image_feature_dim: int,
+        seed: int = 0,
+        vad_lexicon: VadLookup | None = None,
+        attn_implementation: str = "sdpa",
+    ) -> SEVLM:
+        """Build the decoder and the modules the switches of ``cfg`` turn on.
+
+        Modules that are off do not exist (the baseline has only the decoder). Each
+        component is initialised from its own seed derived from ``seed``.
+        """
+        if cfg.use_contrastive and not (cfg.neg_wrong_emotion or cfg.neg_other_image):
+            raise ValueError(
+                "use_contrastive=True needs at least one negative type: set "
+                "neg_wrong_emotion and/or neg_other_image to True (or use_contrastive=False)"
+            )
+        if cfg.emotion_encoder_layers < 0:
+            raise ValueError(f"emotion_encoder_layers must be >= 0, got {cfg.emotion_encoder_layers}")
+        decoder = build_decoder(
+            cfg.decoder, tokenizer, image_feature_dim, seed=seed + _SEED_DECODER,
+            attn_implementation=attn_implementation,
+        )
+        d = decoder.n_embd
+        vad_model = None
+        if cfg.use_vad_features:
+            vad_model = _seeded(seed + _SEED_VAD, lambda: VADEmotionModel(
+                d,
+                num_layers=cfg.emotion_encoder_layers,
+                num_heads=cfg.emotion_encoder_heads,
+                dim_feedforward=cfg.emotion_encoder_ff,
+                dropout=cfg.decoder.dropout,
+            ))
+        vad_head = _seeded(seed + _SEED_VAD_HEAD, lambda: VADHead(d)) if cfg.use_vad_head else None
+        contrastive_head = None
+        if cfg.use_contrastive:
+            contrastive_head = _seeded(
+                seed + _SEED_CONTRASTIVE, lambda: ContrastiveHead(d, d, cfg.contrastive_hidden)
+            )
+        return cls(cfg, tokenizer, decoder, vad_model, vad_head, contrastive_head, vad_lexicon)
+
+    def set_vad_lexicon(self, vad_lexicon: VadLookup | None) -> None:
+        """The word_key -> (v, a, d) lookup used for generated tokens."""
+        self.vad_lexicon = vad_lexicon
+
+    # -------------------------------------------------------------- optimisation
+
+    def parameter_groups(self, lr_decoder: float, lr_vad: float, weight_decay: float = 0.0) -> list[dict]:
+        """AdamW groups: decoder + language/VAD/contrastive heads at ``lr_decoder``; VAD
+        emotion modelling (emotion encoder + fusion) at ``lr_vad``. Empty groups are left
+        out; every trainable parameter is in exactly one group."""
+        vad_ids = set()
+        vad_params = []
+        if self.vad_model is not None:
+            vad_params = [p for p in self.vad_model.parameters() if p.requires_grad]
+            vad_ids = {id(p) for p in vad_params}
+        main = [p for p in self.parameters() if p.requires_grad and id(p) not in vad_ids]
+        groups = []
+        if main:
+            groups.append({"name": "decoder_and_heads", "params": main, "lr": lr_decoder,
+                           "weight_decay": weight_decay})
+        if vad_params:
+            groups.append({"name": "vad_emotion_modelling", "params": vad_params, "lr": lr_vad,
+                           "weight_decay": weight_decay})
+        return groups
+
+    # ------------------------------------------------------------------ forward
+
+    def embed(self, input_ids: torch.Tensor, vad: torch.Tensor | None,
+              explanation_mask: torch.Tensor | None) -> torch.Tensor:
+        """Word embeddings, VAD-fused on explanation positions when VAD features are on."""
+        embeds = self.decoder.embed_tokens(input_ids)
+        if self.vad_model is not None:
+            embeds = self.vad_model(embeds, vad.to(embeds.dtype), explanation_mask)
+        return embeds
+
+    def sequence_hidden_states(self, seq: dict, encoder_states: torch.Tensor) -> torch.Tensor:
+        """Last hidden states (B, L, d) of one batch of sentences.
+
+        ``encoder_states``: projected image features (B, K, d) (see
+        ``self.decoder.project_image``).
+        """
+        embeds = self.embed(seq["input_ids"], seq.get("vad"), seq.get("explanation_mask"))
+        hidden, _ = self.decoder(
+            embeds,
+            token_type_ids=seq["segment_ids"],
+            encoder_hidden_states=encoder_states,
+            attention_mask=seq["attention_mask"],
+            use_cache=False,
+        )
+        return hidden
+
+    def forward(self, batch: dict) -> SEVLMOutput:
+        pos = {k: batch[k] for k in SEQUENCE_KEYS}
+        bsz = pos["input_ids"].shape[0]
+        seqs = [pos]
+        for name in self.negatives:
+            if name not in batch:
+                raise KeyError(f"batch has no {name!r}: the model's contrastive loss needs it")
+            seqs.append(batch[name])
+        n = len(seqs)
+        merged = _concat_sequences(seqs, self.tokenizer.pad_id, self.tokenizer.explanation_segment_id)
+
+        enc = self.decoder.project_image(batch["image_features"])
+        enc_all = enc.repeat(n, 1, 1) if n > 1 else enc
+        hidden = self.sequence_hidden_states(merged, enc_all)
+        length = pos["input_ids"].shape[1]
+        h_pos = hidden[:bsz, :length]
+
+        logits = self.decoder.lm_head(h_pos)
+        labels = batch["labels"]
+        loss_language = _language_loss(logits, labels)
+        total = loss_language
+
+        loss_emotion = None
+        if self.vad_head is not None:
+            pred = self.vad_head(h_pos[:, :-1])
+            loss_emotion = emotion_loss(pred, pos["vad"][:, 1:], pos["explanation_mask"][:, 1:])
+            total = total + loss_emotion
+
+        loss_contrastive = None
+        scores = None
+        if self.contrastive_head is not None:
+            image_mean = enc.mean(dim=1)
+            all_scores = self.contrastive_head(
+                image_mean.repeat(n, 1), hidden, merged["prompt_mask"], merged["explanation_mask"]
+            ).view(n, bsz)
+            valid = [
+                batch.get("neg_wrong_emotion_valid") if name == "neg_wrong_emotion" else None
+                for name in self.negatives
+            ]
+            loss_contrastive = contrastive_loss(all_scores[0], list(all_scores[1:]), valid)
+            scores = all_scores.t()
+            total = total + self.alpha * loss_contrastive
+
+        return SEVLMOutput(
+            loss=total,
+            loss_language=loss_language,
+            loss_emotion=loss_emotion,
+            loss_contrastive=loss_contrastive,
+            logits=logits,
+            contrastive_scores=scores,
+        )
+
+    # ---------------------------------------------------------------- generation
+
+    def _text_of(self, token_id: int) -> str:
+        text = self._token_text.get(token_id)
+        if text is None:
+            text = self.tokenizer.hf.decode([token_id])
+            self._token_text[token_id] = text
+        return text
+
+    def _suppressed_ids(self) -> list[int]:
+        tok = self.tokenizer
+        return sorted({tok.pad_id, tok.prompt_segment_id, tok.explanation_segment_id})
+
+    @torch.no_grad()
+    def generate(
+        self,
+        image_features: torch.Tensor,
+        *,
+        max_new_tokens: int,
+        decoding: str = "nucleus",
+        top_p: float = 0.9,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+        min_new_tokens: int = 0,
+    ) -> list[list[int]]:
+        """Generate "<emotion> because <explanation>" after "<bos> the emotion is".
+
+        Returns, per image, the generated ids without the prompt, cut before ``<eos>``.
+
+        - ``decoding``: "nucleus" (top-p sampling over the smallest set of tokens whose
+          probability reaches ``top_p``, seeded by ``generator``) or "greedy".
+        - ``use_cache``: KV cache (transformers' ``EncoderDecoderCache``; the image
+          cross-attention keys/values are computed once). ``False`` recomputes the whole
+          prefix every step (benchmark / equivalence tests).
+        - ``min_new_tokens``: ``<eos>`` is forbidden before that many tokens.
+        - The tokens ``<pad>``, ``<emotion>``, ``<explanation>`` are never generated.
+        - Segments: a fed token gets ``tokenizer.segment_after(token, current_segment)``,
+          so the connective " because" and everything after it are in the explanation
+          segment, as in training.
+        - VAD features of generated tokens (VAD emotion modelling only): each row keeps the
+          BPE tokens of its current word (a token whose text starts with a space starts a
+          new word); a token gets the lexicon VAD of the word *prefix* decoded so far (the
+          whole word is not known until it is complete; training uses whole-word VAD, so
+          the two agree for single-token words, most of the vocabulary). Prompt tokens
+          and special tokens get (0, 0, 0). The small d_model=3 emotion encoder is
+          recomputed over the VAD sequence every step (cheap); the GPT-2 prefix is not.
+        """
+        if decoding not in ("nucleus", "greedy"):
+            raise ValueError(f"decoding must be 'nucleus' or 'greedy', got {decoding!r}")
+        if decoding == "nucleus" and not (0.0 < top_p <= 1.0):
+            raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        tok = self.tokenizer
+        prompt_ids, prompt_segs = tok.inference_prompt()
+        if len(prompt_ids) + max_new_tokens > self.decoder.n_positions:
+            raise ValueError(
+                f"prompt ({len(prompt_ids)}) + max_new_tokens ({max_new_tokens}) exceeds the "
+                f"decoder's n_positions ({self.decoder.n_positions})"
+            )
+        use_vad = self.vad_model is not None
+        if use_vad and self.vad_lexicon is None:
+            warnings.warn(
+                "SEVLM.generate: the model uses VAD features but has no VAD lexicon "
+                "(from_config(vad_lexicon=...) / set_vad_lexicon): generated tokens get "
+                "neutral (0, 0, 0) VAD vectors",
+                stacklevel=2,
+            )
+        was_training = self.training
+        self.eval()
+        try:
+            return self._generate(
+                image_features, prompt_ids, prompt_segs, max_new_tokens, decoding, top_p,
+                temperature, generator, use_cache, min_new_tokens,
+            )
+        finally:
+            self.train(was_training)
+
+    def _generate(self, image_features, prompt_ids, prompt_segs, max_new_tokens, decoding,
+                  top_p, temperature, generator, use_cache, min_new_tokens):
+        tok = self.tokenizer
+        device = image_features.device
+        bsz = image_features.shape[0]
+        enc = self.decoder.project_image(image_features)
+        ids = torch.tensor(prompt_ids, device=device).unsqueeze(0).repeat(bsz, 1)
+        segs = torch.tensor(prompt_segs, device=device).unsqueeze(0).repeat(bsz, 1)
+        vad = torch.zeros(bsz, ids.shape[1], 3, device=device)
+        expl = torch.zeros(bsz, ids.shape[1], dtype=torch.bool, device=device)
+        suppress = torch.tensor(self._suppressed_ids(), device=device)
+        specials = {tok.eos_id, tok.bos_id, *self._suppressed_ids()}
+        lexicon = self.vad_lexicon
+        use_vad = self.vad_model is not None
+
+        row_segment = [prompt_segs[-1]] * bsz
+        row_word: list[list[int]] = [[] for _ in range(bsz)]
+        outputs: list[list[int]] = [[] for _ in range(bsz)]
+        finished = torch.zeros(bsz, dtype=torch.bool, device=device)
+
+        embeds = self.embed(ids, vad, expl)
+        hidden, past = self.decoder(embeds, segs, enc, use_cache=use_cache)
+        logits = self.decoder.lm_head(hidden[:, -1]).float()
+
+        for step in range(max_new_tokens):
+            logits[:, suppress] = float("-inf")
+            if step < min_new_tokens:
+                logits[:, tok.eos_id] = float("-inf")
+            if decoding == "greedy":
+                nxt = logits.argmax(dim=-1)
+            else:
+                nxt = _sample_top_p(logits / temperature, top_p, generator)
+            nxt = torch.where(finished, torch.full_like(nxt, tok.eos_id), nxt)
+            nxt_list = nxt.tolist()
+            for b, (t, done) in enumerate(zip(nxt_list, finished.tolist())):
+                if not done and t != tok.eos_id:
+                    outputs[b].append(t)
+            finished = finished | (nxt == tok.eos_id)
+            if bool(finished.all()) or step == max_new_tokens - 1:
+                break
+
+            # Segment, explanation flag and VAD of the token about to be fed.
+            new_seg, new_expl, new_vad = [], [], []
+            for b, t in enumerate(nxt_list):
+                row_segment[b] = tok.segment_after(t, row_segment[b])
+                in_expl = row_segment[b] == tok.explanation_segment_id
+                new_seg.append(row_segment[b])
+                new_expl.append(in_expl)
+                v = (0.0, 0.0, 0.0)
+                if use_vad and in_expl and t not in specials:
+                    if self._text_of(t).startswith(" ") or not row_word[b]:
+                        row_word[b] = [t]
+                    else:
+                        row_word[b].append(t)
+                    if lexicon is not None:
+                        v = lexicon(word_key(tok.hf.decode(row_word[b])))
+                else:
+                    row_word[b] = []
+                new_vad.append(v)
+            seg_t = torch.tensor(new_seg, device=device).unsqueeze(1)
+            expl_t = torch.tensor(new_expl, dtype=torch.bool, device=device).unsqueeze(1)
+            vad_t = torch.tensor(new_vad, dtype=vad.dtype, device=device).unsqueeze(1)
+            ids = torch.cat([ids, nxt.unsqueeze(1)], dim=1)
+            segs = torch.cat([segs, seg_t], dim=1)
+            expl = torch.cat([expl, expl_t], dim=1)
+            vad = torch.cat([vad, vad_t], dim=1)
+
+            if use_cache:
+                new_embeds = self.decoder.embed_tokens(nxt.unsqueeze(1))
+                if use_vad:
+                    new_embeds = self.vad_model(new_embeds, vad.to(new_embeds.dtype), expl, last_only=True)
+                hidden, past = self.decoder(new_embeds, seg_t, enc, past_key_values=past, use_cache=True)
+            else:
+                embeds = self.embed(ids, vad, expl)
+                hidden, _ = self.decoder(embeds, segs, enc, use_cache=False)
+            logits = self.decoder.lm_head(hidden[:, -1]).float()
+        return outputs
+
+
+# ------------------------------------------------------------------------ helpers
+
+
+def _language_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of logits[:, t] against labels[:, t+1] (mean over non-ignored)."""
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    total = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]),
+        shift_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+    count = (shift_labels != IGNORE_INDEX).sum().clamp(min=1)
+    return total / count
+
+
+def _sample_top_p(logits: torch.Tensor, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Nucleus sampling: keep the most probable tokens until their mass reaches ``top_p``
+    (the token that crosses it included), renormalise, sample. (B, V) -> (B,)."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    sorted_p, sorted_idx = probs.sort(dim=-1, descending=True)
+    before = sorted_p.cumsum(dim=-1) - sorted_p  # mass of the strictly more probable tokens
+    sorted_p = sorted_p.masked_fill(before >= top_p, 0.0)
+    choice = torch.multinomial(sorted_p, 1, generator=generator)
+    return sorted_idx.gather(-1, choice).squeeze(-1)
+
+
+def _concat_sequences(seqs: list[dict], pad_id: int, pad_segment: int) -> dict:
+    """Concatenate sentence dicts along the batch, right-padding to the longest L."""
+    if len(seqs) == 1:
+        return dict(seqs[0])
+    length = max(s["input_ids"].shape[1] for s in seqs)
+    fill = {"input_ids": pad_id, "segment_ids": pad_segment}
+    out = {}
+    for key in SEQUENCE_KEYS:
+        parts = []
+        for s in seqs:
+            x = s[key]
+            if key in ("prompt_mask", "explanation_mask"):
+                x = x.bool()
+            missing = length - x.shape[1]
+            if missing:
+                shape = (x.shape[0], missing, *x.shape[2:])
+                x = torch.cat([x, torch.full(shape, fill.get(key, 0), dtype=x.dtype, device=x.device)], 1)
+            parts.append(x)
+        dtype = parts[0].dtype
+        out[key] = torch.cat([p.to(dtype) for p in parts], dim=0)
+    return out

@@ -1,0 +1,36 @@
+"""Shared fixtures: one small synthetic dataset and feature cache per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import sevlm  # noqa: F401  (torchvision shim first)
+from sevlm.config import ExperimentConfig, apply_overrides, tiny
+
+# Ray and MLflow write under the home directory by default; keep test runs to themselves.
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> Path:
+    """Synthetic data, feature cache and EA classifier shared by the session's runs."""
+    return tmp_path_factory.mktemp("sevlm-data")
+
+
+def small_config(data_root: Path, output_dir: Path, **overrides) -> ExperimentConfig:
+    """The tiny preset on a small synthetic set: a full run in well under a minute."""
+    base = {
+        "data.synthetic_dir": str(data_root / "synthetic-small"),
+        "data.feature_cache_dir": str(data_root / "cache" / "features"),
+        "data.synthetic_paintings": 60,
+        "train.epochs": 2,
+        "train.log_every_steps": 2,
+        "eval.use_meteor": False,
+        "eval.max_new_tokens": 16,
+        "output_dir": str(output_dir),
+    }
+    base.update(overrides)
+    return apply_overrides(tiny(), base)

@@ -1,0 +1,420 @@
+"""The sweep framework end to end: real Ray (local and ray.cluster_utils.Cluster), real
+MLflow (a SQLite file), the real training loop on a shrunken tiny configuration.
+
+* flag and search-space validation (fast, no Ray);
+* a 4-trial sweep at concurrency 2: every trial with its complete metric history in MLflow,
+  nested under one parent run;
+* a cluster with two fake-GPU worker nodes: the two trials run at the same time, one per
+  node; one node is killed after its trial's first checkpoint, the trial resumes from that
+  checkpoint on a new node and one MLflow run holds its whole history;
+* a sweep interrupted (SIGINT) and continued with --resume: finished trials are not re-run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from trainables import tracking_schema as schema
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "sweeps" / "alpha_search.py"
+
+# A shrunken tiny configuration: a few seconds per evaluation on one CPU core. A trial
+# evaluates (and checkpoints) every EVAL_EVERY optimizer steps, `evals` times.
+EVAL_EVERY = 2
+FAST_SETTINGS = {
+    "data.synthetic_paintings": 40,
+    "eval.max_eval_paintings": 6,
+    "eval.use_meteor": False,
+    "eval.max_new_tokens": 8,
+    "train.batch_size": 4,
+    "train.log_every_steps": 1,
+    "train.eval_every_steps": EVAL_EVERY,
+    "train.warmup_steps": 0,
+}
+
+
+def fast_flags(data_dir: Path, evals: int = 2, **extra) -> list[str]:
+    values = {
+        **FAST_SETTINGS,
+        "train.max_steps": evals * EVAL_EVERY,
+        "data.synthetic_dir": str(data_dir / "synthetic"),
+        "data.feature_cache_dir": str(data_dir / "cache" / "features"),
+        **extra,
+    }
+    flags = []
+    for key, value in values.items():
+        flags += ["--set", f"{key}={value}"]
+    return flags
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """One synthetic dataset and feature cache for every sweep of this module."""
+    return tmp_path_factory.mktemp("sweep_data")
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("RAY_DEDUP_LOGS", "0")
+    yield
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def client_for(db: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{db}")
+
+
+def sweep_runs(db: Path, sweep_name: str):
+    client = client_for(db)
+    exp = client.get_experiment_by_name(schema.DEFAULT_EXPERIMENT)
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{schema.TAG_SWEEP_NAME}` = '{sweep_name}'")
+    parents = [r for r in runs if r.data.tags.get(schema.TAG_ROLE) == schema.ROLE_PARENT]
+    trials = [r for r in runs if r.data.tags.get(schema.TAG_ROLE) == schema.ROLE_TRIAL]
+    return client, parents, trials
+
+
+def steps(client, run_id: str, key: str) -> list[int]:
+    return [m.step for m in sorted(client.get_metric_history(run_id, key), key=lambda m: (m.timestamp, m.step))]
+
+
+def assert_complete_history(client, run) -> list[int]:
+    """Every evaluation once (no duplicate step), every metric family at each of them."""
+    rid = run.info.run_id
+    eval_steps = steps(client, rid, schema.EPOCH_METRIC)
+    assert eval_steps, "no evaluation logged"
+    assert eval_steps == sorted(set(eval_steps)), f"duplicate or unordered evaluations {eval_steps}"
+    for key in ("train/loss", "train/loss_language", "train/loss_emotion", schema.THROUGHPUT_METRIC,
+                schema.PEAK_MEMORY_METRIC, "val/bleu4", "val/acc", "val/cider"):
+        assert steps(client, rid, key) == eval_steps, key
+    train_steps = steps(client, rid, schema.TRAIN_STEP_PREFIX + "loss")
+    assert train_steps == sorted(set(train_steps)) and train_steps, train_steps
+    assert any(k.startswith(schema.TEST_PREFIX) for k in run.data.metrics), "no test metrics"
+    for key in ("model.alpha", "train.lr_decoder", "train.lr_vad", "model.emotion_encoder_layers",
+                "model.neg_wrong_emotion", "model.neg_other_image", "seed", "preset",
+                schema.PARAM_DATA_FINGERPRINT, schema.PARAM_CODE_VERSION):
+        assert key in run.data.params, key
+    artifacts = {a.path for a in client.list_artifacts(rid)}
+    assert {schema.ARTIFACT_BEST_CHECKPOINT, schema.ARTIFACT_PREDICTIONS_DIR, schema.ARTIFACT_SAMPLES_DIR} <= artifacts
+    samples = {Path(a.path).name for a in client.list_artifacts(rid, schema.ARTIFACT_SAMPLES_DIR)}
+    assert "samples.json" in samples and len(samples) > 1, samples  # the explanations and their images
+    return eval_steps
+
+
+# ------------------------------------------------------------------ fast: validation
+
+
+def _main(argv):
+    from sweeps.alpha_search import main
+
+    return main(argv)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--num-trials", "0"], "--num-trials"),
+        (["--concurrency", "0"], "--concurrency"),
+        (["--metric", "val/bleu5"], "unknown metric"),
+        (["--space", "model.alpha=log:5:1"], "empty range"),
+        (["--space", "model.alpha=float:1:1"], "empty range"),
+        (["--space", "model.emotion_encoder_layers=int:4:2"], "empty range"),
+        (["--space", "model.alpha=log:0:1"], "LOW > 0"),
+        (["--space", "model.alphaa=log:0.1:1"], "unknown parameter"),
+        (["--space", "model.emotion_encoder_layers=int:0:9"], "0..6"),
+        (["--space", "model.neg_other_image=log:0.1:1"], "switch"),
+        (["--space", "model.alpha=log:3:10"], "paper's configuration is outside"),
+        (["--space", "model.alpha=uniform:1:2"], "unknown kind"),
+        (["--set", "train.nope=1"], "unknown configuration key"),
+        (["--set", "model.alpha=2", "--space", "model.alpha=log:0.1:10"], "both searched"),
+        (["--concurrency", str((os.cpu_count() or 1) + 1)], "more than the cluster can run"),
+        (["--dataset", "artemis_v1"], "needs --artemis-csv"),
+        (["--artemis-csv", "/nonexistent.csv"], "no such file"),
+        (["--metric", "val/meteor", "--set", "eval.use_meteor=false"], "METEOR"),
+        (["--gpu", "on"], "no GPU"),
+        (["--tracking-uri", "mlruns"], "neither sqlite"),
+        (["--asha-reduction-factor", "1"], "reduction"),
+        (["--resume", "--name", "nothing-here"], "no sweep"),
+    ],
+)
+def test_bad_flags_fail_before_any_trial(argv, message, capsys, tmp_path):
+    import ray
+
+    if argv == ["--gpu", "on"]:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+    rc = _main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert message in err, err
+    assert not ray.is_initialized()
+    assert not (tmp_path / "ray_results").exists() or not any((tmp_path / "ray_results").iterdir())
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_unknown_flag_is_a_usage_error(capsys):
+    assert _main(["--no-such-flag"]) == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_help_lists_the_flags(capsys):
+    assert _main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for flag in ("--num-trials", "--concurrency", "--metric", "--asha", "--address", "--resume",
+                 "--preset", "--dataset", "--artemis-csv", "--image-dir", "--tracking-uri"):
+        assert flag in out
+
+
+def test_tracking_uri_resolution(tmp_path, monkeypatch):
+    from trainables.mlflow_tracking import resolve_tracking_uri, ui_command
+
+    assert resolve_tracking_uri(None, tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert resolve_tracking_uri("sqlite:///x/y.db", tmp_path) == f"sqlite:///{tmp_path / 'x' / 'y.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://head:5000")
+    assert resolve_tracking_uri(None, tmp_path) == "http://head:5000"
+    assert resolve_tracking_uri("sqlite:////abs/m.db", tmp_path) == "sqlite:////abs/m.db"
+    cmd = ui_command(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert cmd.startswith("MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --workers 1 --backend-store-uri sqlite:///")
+
+
+def test_both_negatives_off_means_no_contrastive_loss():
+    from trainables.ray_trainable import TrialSettings, trial_config
+
+    settings = TrialSettings(sweep_name="s", storage_path="/tmp/x")
+    cfg = trial_config(settings, {"model.neg_wrong_emotion": False, "model.neg_other_image": False}, "s_t1")
+    assert cfg.model.use_contrastive is False
+    assert cfg.output_dir == "/tmp/x/s/outputs/s_t1"
+    assert cfg.train.monitor_metric == "val/bleu4"
+    cfg = trial_config(settings, {"model.neg_wrong_emotion": True, "model.neg_other_image": False})
+    assert cfg.model.use_contrastive is True
+
+
+# ------------------------------------------------------------- slow: real sweeps
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_sweep_logs_every_trial_under_one_parent(tmp_path, data_dir, capsys):
+    name = "sweep4"
+    rc = _main(["--num-trials", "4", "--concurrency", "2", "--name", name,
+                "--progress-interval", "30"] + fast_flags(data_dir, evals=2))
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    db = tmp_path / "mlflow.db"
+    client, parents, trials = sweep_runs(db, name)
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert len(trials) == 4
+    assert len({t.data.tags[schema.TAG_TRIAL_ID] for t in trials}) == 4
+    for run in trials:
+        assert run.data.tags[schema.MLFLOW_PARENT_RUN_ID] == parent.info.run_id
+        assert run.info.status == "FINISHED"
+        assert run.data.tags[schema.TAG_END_REASON] in (schema.END_COMPLETED, schema.END_EARLY_STOPPED)
+        eval_steps = assert_complete_history(client, run)
+        assert eval_steps == [EVAL_EVERY, 2 * EVAL_EVERY]
+        assert run.info.run_name == schema.trial_run_name(name, run.data.tags[schema.TAG_TRIAL_ID])
+    # the paper's configuration was the first trial
+    first = min(trials, key=lambda r: int(r.data.tags[schema.TAG_TRIAL_INDEX]))
+    assert first.data.tags[schema.TAG_IS_PAPER_CONFIG] == "true"
+    assert float(first.data.params["model.alpha"]) == 2.0
+    assert first.data.params["model.emotion_encoder_layers"] == "3"
+    # concurrency 2: some two trials overlapped in time
+    windows = sorted((r.info.start_time, r.info.end_time) for r in trials)
+    assert any(b[0] < a[1] for a, b in zip(windows, windows[1:]))
+    # the output: progress table, best configuration, MLflow UI command
+    assert "val/rouge_l" in out and "Best configuration" in out
+    assert f"mlflow ui --workers 1 --backend-store-uri sqlite:///{db}" in out
+    assert out.index("== sweep4") < out.index("Best configuration") < out.index("mlflow ui")
+    parent_artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")}
+    assert {schema.ARTIFACT_SWEEP_RESULTS, schema.ARTIFACT_SWEEP_BEST, schema.ARTIFACT_SWEEP_SPEC} <= parent_artifacts
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_failing_trial_is_retried_then_failed_in_mlflow(tmp_path, data_dir, capsys):
+    # The NRC lexicon without its file: every attempt of the trial fails in the worker.
+    name = "failing"
+    rc = _main(["--num-trials", "1", "--name", name, "--worker-retries", "1", "--trial-retries", "1",
+                "--set", "vad.lexicon=nrc"] + fast_flags(data_dir))
+    assert rc == 1, capsys.readouterr().out
+    client, parents, trials = sweep_runs(tmp_path / "mlflow.db", name)
+    assert len(parents) == 1 and len(trials) == 1
+    run = trials[0]
+    assert run.info.status == "FAILED"
+    assert run.data.tags[schema.TAG_END_REASON] == schema.END_FAILED
+    assert run.data.tags[schema.TAG_ERROR]
+    assert run.data.tags[schema.TAG_TRIAL_STARTS] == "2"  # Tune retried the trial once
+    assert parents[0].info.status == "FAILED"
+
+
+def _wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_fake_gpu_cluster_one_trial_per_node_and_node_failure(tmp_path, data_dir):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    workers = [cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    name = "gpus"
+    db = tmp_path / "mlflow.db"
+    result: dict = {}
+
+    def run():
+        result["rc"] = _main(
+            ["--address", cluster.address, "--num-trials", "2", "--concurrency", "2", "--gpu", "on",
+             "--name", name, "--worker-retries", "3", "--progress-interval", "30"]
+            + fast_flags(data_dir, evals=8)
+        )
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        def both_started():
+            if not db.exists():
+                return None
+            try:
+                client, _, trials = sweep_runs(db, name)
+            except Exception:  # noqa: BLE001 - experiment not created yet
+                return None
+            ready = [t for t in trials if t.data.tags.get(schema.TAG_NODE_ID) and "epoch" in t.data.metrics]
+            return ready if len(ready) == 2 else None
+
+        ready = _wait_for(both_started, 400, "both trials to report their first checkpoint")
+        nodes = {t.data.tags[schema.TAG_NODE_ID] for t in ready}
+        assert len(nodes) == 2, "the two trials ran on the same node"
+        assert nodes <= {w.node_id for w in workers}
+        victim_run = ready[0]
+        victim_node = next(w for w in workers if w.node_id == victim_run.data.tags[schema.TAG_NODE_ID])
+        killed_after = int(victim_run.data.tags.get(schema.TAG_BEST_STEP, "0"))
+        cluster.remove_node(victim_node)
+        cluster.add_node(num_cpus=1, num_gpus=1)
+        thread.join(timeout=500)
+        assert not thread.is_alive(), "sweep did not finish"
+    finally:
+        if thread.is_alive():
+            thread.join(timeout=5)
+        cluster.shutdown()
+    assert result.get("rc") == 0
+
+    client, parents, trials = sweep_runs(db, name)
+    assert len(parents) == 1 and len(trials) == 2
+    windows = []
+    for run in trials:
+        assert run.info.status == "FINISHED"
+        eval_steps = assert_complete_history(client, run)
+        assert eval_steps == [EVAL_EVERY * (i + 1) for i in range(8)]
+        history = client.get_metric_history(run.info.run_id, schema.EPOCH_METRIC)
+        windows.append((min(m.timestamp for m in history), max(m.timestamp for m in history)))
+    (a0, a1), (b0, b1) = windows
+    assert a0 < b1 and b0 < a1, f"the trials did not run at the same time: {windows}"
+
+    victim = client.get_run(victim_run.info.run_id)
+    starts = [int(m.value) for m in sorted(client.get_metric_history(victim.info.run_id, schema.WORKER_START_METRIC),
+                                           key=lambda m: m.timestamp)]
+    assert starts[0] == 0 and len(starts) >= 2, starts
+    assert all(s > 0 for s in starts[1:]), f"a restarted worker began at step 0: {starts}"
+    assert starts[1] >= killed_after > 0
+    assert int(victim.data.tags[schema.TAG_RESUMED_FROM_STEP]) > 0
+    assert len(victim.data.tags[schema.TAG_NODE_IDS].split(",")) >= 2  # ran on two nodes
+    # exactly one run for the trial
+    again = client.search_runs([victim.info.experiment_id],
+                               filter_string=schema.search_filter_trial(name, victim.data.tags[schema.TAG_TRIAL_ID]))
+    assert len(again) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, data_dir):
+    name = "resumable"
+    db = tmp_path / "mlflow.db"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    argv = [sys.executable, str(SCRIPT), "--num-trials", "3", "--concurrency", "1", "--name", name,
+            "--progress-interval", "30"] + fast_flags(data_dir, evals=4)
+    log = (tmp_path / "first.log").open("w")
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def second_trial_checkpointed():
+            if proc.poll() is not None:
+                raise AssertionError(f"sweep ended early: {(tmp_path / 'first.log').read_text()[-3000:]}")
+            if not db.exists():
+                return None
+            try:
+                _, _, trials = sweep_runs(db, name)
+            except Exception:  # noqa: BLE001
+                return None
+            finished = [t for t in trials if t.info.status == "FINISHED"]
+            running = [t for t in trials if t.info.status == "RUNNING" and "epoch" in t.data.metrics]
+            return (finished, running) if finished and running else None
+
+        finished, running = _wait_for(second_trial_checkpointed, 450, "one finished and one checkpointed trial")
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    first_log = (tmp_path / "first.log").read_text()
+    assert rc == 130, first_log[-3000:]
+    assert "--resume" in first_log
+
+    client, parents, trials = sweep_runs(db, name)
+    assert parents[0].info.status == "KILLED"
+    before = {t.data.tags[schema.TAG_TRIAL_ID]: t for t in trials}
+    done_before = {t.data.tags[schema.TAG_TRIAL_ID] for t in finished}
+    interrupted = {t.data.tags[schema.TAG_TRIAL_ID] for t in running}
+    assert all(before[i].info.status == "FINISHED" for i in done_before)
+    assert all(before[i].info.status == "KILLED" for i in interrupted)
+
+    from sweeps.alpha_search import main
+
+    assert main(["--resume", "--progress-interval", "30"]) == 0  # the latest sweep in ./ray_results
+
+    client, parents, trials = sweep_runs(db, name)
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags[schema.TAG_RESUME_COUNT] == "1"
+    assert len(trials) == 3
+    after = {t.data.tags[schema.TAG_TRIAL_ID]: t for t in trials}
+    for trial_id in done_before:  # not re-run: untouched since the interruption
+        run = after[trial_id]
+        assert run.data.tags[schema.TAG_TRIAL_STARTS] == "1"
+        assert run.info.end_time == before[trial_id].info.end_time
+        assert run.data.tags[schema.TAG_WORKER_STARTS] == "1"
+    for trial_id in interrupted:  # continued in its own run, from its checkpoint
+        run = after[trial_id]
+        assert run.info.status == "FINISHED"
+        assert run.data.tags[schema.TAG_TRIAL_STARTS] == "2"
+        assert int(run.data.tags[schema.TAG_RESUMED_FROM_STEP]) > 0
+    for run in trials:
+        assert run.info.status == "FINISHED"
+        assert assert_complete_history(client, run) == [EVAL_EVERY * (i + 1) for i in range(4)]

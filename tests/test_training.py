@@ -1,0 +1,149 @@
+"""One training run end to end: exact resume, safe checkpoints, the CLI, and learning."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections import Counter
+
+import pytest
+import torch
+
+from sevlm.training.callbacks import TrainingCallback
+from sevlm.training.checkpoint import TRAINING_STATE_FILE, is_checkpoint
+from sevlm.training.loop import run_training
+from tests.conftest import small_config
+
+
+class _Recorder(TrainingCallback):
+    def __init__(self, crash_after_evals: int | None = None) -> None:
+        self.starts: list[int] = []
+        self.logs: list[tuple[int, dict]] = []
+        self.evals = []
+        self.end = None
+        self.crash_after_evals = crash_after_evals
+
+    def on_train_start(self, config_flat, start_step):
+        self.config_flat = config_flat
+        self.starts.append(start_step)
+
+    def on_train_log(self, step, metrics):
+        self.logs.append((step, metrics))
+
+    def on_evaluation(self, event):
+        self.evals.append(event)
+        if self.crash_after_evals is not None and len(self.evals) >= self.crash_after_evals:
+            raise KeyboardInterrupt("simulated crash")
+
+    def on_train_end(self, result):
+        self.end = result
+
+
+def _strip_timing(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if "samples_per_s" not in k and "memory" not in k}
+
+
+@pytest.mark.slow
+def test_interrupted_and_resumed_run_ends_identically(tmp_path, data_root):
+    overrides = {"train.eval_every_steps": 3, "train.epochs": 2}
+    full = _Recorder()
+    expected = run_training(small_config(data_root, tmp_path / "full", **overrides), [full])
+
+    crashed = _Recorder(crash_after_evals=2)
+    cfg = small_config(data_root, tmp_path / "resumed", **overrides)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, [crashed])
+    checkpoint = crashed.evals[-1].checkpoint_dir
+    assert is_checkpoint(checkpoint)
+    resumed = _Recorder()
+    result = run_training(cfg, [resumed], resume_from=checkpoint)
+
+    assert resumed.starts == [crashed.evals[-1].step] and resumed.starts[0] > 0
+    assert result.final_metrics == expected.final_metrics
+    tail = [(_strip_timing(e.metrics), e.step) for e in resumed.evals]
+    assert tail == [(_strip_timing(e.metrics), e.step) for e in full.evals[len(crashed.evals):]]
+    assert len(full.evals) >= 4
+    # the loss terms are reported separately, with throughput and memory
+    metrics = full.evals[0].metrics
+    for key in ("train/loss_language", "train/loss_emotion", "train/loss_contrastive",
+                "train/samples_per_s", "train/peak_memory_mb", "val/acc", "val/bleu4"):
+        assert key in metrics
+    assert full.config_flat["data.fingerprint"] and full.config_flat["code_version"]
+    predictions = result.artifacts["predictions_test"]
+    header = predictions.read_text().splitlines()[0].split(",")
+    assert header[:4] == ["painting_id", "dominant_emotion", "predicted_emotion", "explanation"]
+    samples = json.loads(result.artifacts["samples"].read_text())
+    assert samples and (result.artifacts["samples"].parent / samples[0]["image"]).is_file()
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("arbitrary code ran",))
+
+
+def test_checkpoints_refuse_arbitrary_pickles(tmp_path, data_root):
+    from sevlm.training.checkpoint import load_checkpoint
+    from sevlm.training.loop import build_context
+
+    cfg = small_config(data_root, tmp_path / "run", **{"train.epochs": 1})
+    ctx = build_context(cfg)
+    from sevlm.training.checkpoint import TrainingState, save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "ckpt", ctx.model, ctx.optimizer, ctx.scheduler,
+                           ctx.scaler, TrainingState(step=3), "{}")
+    state = load_checkpoint(ckpt, ctx.model, ctx.optimizer, ctx.scheduler, ctx.scaler)
+    assert state.step == 3
+    with open(ckpt / TRAINING_STATE_FILE, "wb") as handle:
+        pickle.dump({"optimizer": _Evil()}, handle)
+    with pytest.raises(pickle.UnpicklingError):
+        load_checkpoint(ckpt, ctx.model, ctx.optimizer, ctx.scheduler, ctx.scaler)
+    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+        load_checkpoint(tmp_path / "missing", ctx.model, ctx.optimizer, ctx.scheduler, ctx.scaler)
+
+
+def test_cli_help_documents_every_path():
+    from sevlm.train import build_parser
+
+    text = build_parser().format_help()
+    for flag in ("--preset", "--dataset", "--artemis-csv", "--contrastive-csv", "--image-dir",
+                 "--image-pretrained", "--decoder", "--vad-lexicon", "--vad-path", "--resume",
+                 "--set"):
+        assert flag in text
+
+
+@pytest.mark.slow
+def test_cli_runs_one_configuration(tmp_path, data_root, capsys):
+    from sevlm.train import main
+
+    args = ["--preset", "tiny", "--quiet", "--epochs", "1",
+            "--synthetic-dir", str(data_root / "synthetic-small"),
+            "--feature-cache-dir", str(data_root / "cache" / "features"),
+            "--output-dir", str(tmp_path / "cli"),
+            "--set", "data.synthetic_paintings=60", "--set", "eval.use_meteor=false"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "test/acc" in out and "test/bleu4" in out and "best checkpoint" in out
+    assert (tmp_path / "cli" / "final_metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_tiny_full_model_beats_the_majority_class(tmp_path, data_root):
+    """The default tiny preset on the default synthetic data learns the emotions."""
+    from sevlm.config import apply_overrides, tiny
+
+    cfg = apply_overrides(tiny(), {
+        "data.synthetic_dir": str(data_root / "synthetic-default"),
+        "data.feature_cache_dir": str(data_root / "cache" / "features"),
+        "output_dir": str(tmp_path / "learn"),
+        "eval.decoding": "greedy",
+    })
+    result = run_training(cfg)
+    from sevlm.data import prepare_data  # noqa: F401  (dataset already cached)
+
+    test = result.artifacts["predictions_test"]
+    import pandas as pd
+
+    frame = pd.read_csv(test).dropna(subset=["dominant_emotion"])
+    majority = Counter(frame["dominant_emotion"]).most_common(1)[0][1] / len(frame)
+    acc = result.final_metrics["test/acc"] / 100.0
+    assert acc >= majority + 0.2, (acc, majority)
