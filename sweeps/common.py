@@ -366,8 +366,8 @@ def add_common_flags(p: argparse.ArgumentParser, *, default_trials: int, kind: s
                    help=f"MLflow experiment (default {schema.DEFAULT_EXPERIMENT})")
 
     g = p.add_argument_group("output")
-    g.add_argument("--progress-interval", type=float, default=20.0,
-                   help="seconds between progress tables (default 20)")
+    g.add_argument("--progress-interval", type=float, default=30.0,
+                   help="seconds between progress tables (default 30)")
     g.add_argument("--verbose", action="store_true", help="show Ray's and the workers' logs")
 
 

@@ -45,7 +45,7 @@ def _strip_timing(metrics: dict) -> dict:
 
 @pytest.mark.slow
 def test_interrupted_and_resumed_run_ends_identically(tmp_path, data_root):
-    overrides = {"train.eval_every_steps": 3, "train.epochs": 2}
+    overrides = {"train.eval_every_steps": 5, "train.epochs": 2}
     full = _Recorder()
     expected = run_training(small_config(data_root, tmp_path / "full", **overrides), [full])
 

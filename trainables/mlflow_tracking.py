@@ -637,12 +637,17 @@ class MlflowSweepCallback(Callback):
 
     def _log_results_table(self, trials, statuses: dict[str, str]) -> None:
         keys = sorted({k for t in trials for k in t.config})
+        run_ids = {tid: st.run_id for tid, st in self._runs.items()}
+        if any(t.trial_id not in run_ids for t in trials):  # finished before a --resume
+            for run in with_retry(self.client.search_runs, [self.experiment_id],
+                                  filter_string=schema.search_filter_trials(self.sweep_name),
+                                  max_results=10000):
+                run_ids.setdefault(run.data.tags.get(schema.TAG_TRIAL_ID), run.info.run_id)
         rows = []
         for trial in trials:
-            state = self._runs.get(trial.trial_id)
             last = trial.last_result or {}
             row = {"trial_id": trial.trial_id, "status": statuses.get(trial.trial_id, ""),
-                   "run_id": state.run_id if state else ""}
+                   "run_id": run_ids.get(trial.trial_id, "")}
             row.update({k: trial.config.get(k) for k in keys})
             row[self.metric] = self._trial_value(trial)
             for k, v in sorted(last.items()):

@@ -255,7 +255,7 @@ def data_fingerprint(splits: dict[str, SplitData], tokenizer, lexicon, cfg, feat
         ann = splits[name].annotations[["painting_id", "emotion", "utterance"]]
         h.update(f"|split={name}|{len(ann)}|".encode())
         h.update(pd.util.hash_pandas_object(ann, index=False).to_numpy().tobytes())
-    h.update(f"|tokenizer={tokenizer_cache_key(cfg.model.decoder.name_or_path)}:{len(tokenizer)}".encode())
+    h.update(f"|tokenizer={tokenizer_cache_key(cfg.model.decoder.name_or_path, cfg.model.decoder.bpe_merges)}:{len(tokenizer)}".encode())
     h.update(f"|lexicon={lexicon.fingerprint()}|max_length={cfg.model.max_length}".encode())
     if features is not None:
         h.update(f"|features={features.directory.parent.name}/{features.directory.name}".encode())

@@ -103,7 +103,9 @@ class RunContext:
 def build_context(cfg: ExperimentConfig) -> RunContext:
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.seed)
-    tokenizer = SEVLMTokenizer.for_decoder(cfg.model.decoder.name_or_path)
+    tokenizer = SEVLMTokenizer.for_decoder(
+        cfg.model.decoder.name_or_path, cfg.model.decoder.bpe_merges
+    )
     lexicon = load_lexicon(cfg.vad.lexicon, cfg.vad.path, cfg.vad.lemmatize)
     encoder = build_image_encoder(cfg.model.image_encoder, seed=IMAGE_ENCODER_SEED)
     data = prepare_data(cfg, tokenizer, lexicon, encoder)
