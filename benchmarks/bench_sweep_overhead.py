@@ -78,6 +78,23 @@ def _memory_kb(pid: int) -> tuple[int, int]:
     return pss, rss
 
 
+def _kind(pid: int) -> str:
+    """A short name for a process: Ray sets the title of its workers (ray::RayTrainWorker...)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return "?"
+    first = argv[0].decode(errors="replace")
+    if first.startswith("ray::"):
+        return first.split(".")[0].split(":")[-1] or first
+    name = os.path.basename(first)
+    if name.startswith("python") and len(argv) > 1:
+        arg = argv[1].decode(errors="replace")
+        return f"python {os.path.basename(arg) or arg}"[:60]
+    return name[:60]
+
+
 class TreeMemorySampler:
     """Peak PSS and RSS of this process and all its descendants (Ray's included)."""
 
@@ -86,6 +103,7 @@ class TreeMemorySampler:
         self.interval = interval
         self.peak_pss = self.peak_rss = 0
         self.peak_procs = 0
+        self.peak_breakdown: dict[str, list[int]] = {}  # process kind -> [count, PSS KiB]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -93,12 +111,16 @@ class TreeMemorySampler:
         while not self._stop.is_set():
             pids = _tree(self.root)
             pss = rss = 0
+            breakdown: dict[str, list[int]] = {}
             for pid in pids:
                 p, r = _memory_kb(pid)
                 pss += p
                 rss += r
+                entry = breakdown.setdefault(_kind(pid), [0, 0])
+                entry[0] += 1
+                entry[1] += p
             if pss > self.peak_pss:
-                self.peak_pss, self.peak_procs = pss, len(pids)
+                self.peak_pss, self.peak_procs, self.peak_breakdown = pss, len(pids), breakdown
             self.peak_rss = max(self.peak_rss, rss)
             self._stop.wait(self.interval)
 
@@ -241,13 +263,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"direct run_training in a fresh process (imports included): {fresh:.1f} s")
 
     flags = trial_flags(args.steps)
-    rc, total, out = run_sweep(work, "overhead", ["--num-trials", "1", "--concurrency", "1",
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    rc, total, out = run_sweep(work, f"overhead-{stamp}", ["--num-trials", "1", "--concurrency", "1",
                                                   "--cpus-per-trial", "1"] + flags)
     if rc != 0:
         print(out)
         print(f"sweep failed with exit code {rc}")
         return 1
-    times = trial_times(work, "overhead")
+    times = trial_times(work, f"overhead-{stamp}")
     trial = times[0] if times else {}
     tune_s = trial.get("tune_time_total_s") or trial.get("mlflow_s") or total
     per_trial = tune_s - direct
@@ -266,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         import subprocess
 
         extra = [] if args.full_default else ["--num-trials", str(args.memory_trials)]
-        cmd = [sys.executable, str(REPO / "sweeps" / "alpha_search.py"), "--name", "memory",
+        cmd = [sys.executable, str(REPO / "sweeps" / "alpha_search.py"), "--name", f"memory-{stamp}",
                "--progress-interval", "600"] + extra
         start = time.perf_counter()
         with open(work / "memory_sweep.log", "w") as log:
@@ -278,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{what}: exit code {rc}, {total:.1f} s; peak memory of the process tree: "
               f"PSS {mem.peak_pss / 2**20:.2f} GiB, RSS {mem.peak_rss / 2**20:.2f} GiB "
               f"({mem.peak_procs} processes at the peak)")
+        for kind, (count, kib) in sorted(mem.peak_breakdown.items(), key=lambda kv: -kv[1][1]):
+            print(f"    {kind:<45} x{count:<3} PSS {kib / 2**10:7.0f} MiB")
     return 0
 
 

@@ -908,7 +908,11 @@ def print_summary(spec: SweepSpec, outcome: dict[str, Any], stream=None) -> None
         print("\nNo trial produced a value of " + spec.metric + ".", file=out)
     print("\nBrowse every trial in MLflow (experiment "
           f"{spec.experiment!r}, parent run {spec.name!r}):", file=out)
-    print("  " + mlflow_tracking.ui_command(spec.tracking_uri), file=out, flush=True)
+    print("  " + mlflow_tracking.ui_command(spec.tracking_uri), file=out)
+    if outcome.get("experiment_id"):
+        url = mlflow_tracking.ui_url(spec.tracking_uri, outcome["experiment_id"], outcome.get("parent_run_id"))
+        print(f"  then open {url}", file=out)
+    out.flush()
 
 
 def run_sweep_cli(
@@ -948,11 +952,41 @@ def run_sweep_cli(
     return _run(spec, args)
 
 
+def check_tracking(uri: str) -> None:
+    """Open the tracking store once (creates a new SQLite file); a clear error if it fails."""
+    from mlflow import MlflowClient
+
+    from trainables.mlflow_tracking import with_retry
+
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    saved = {k: os.environ.get(k) for k in quick}
+    os.environ.update(quick)
+    try:
+        with_retry(MlflowClient(tracking_uri=uri).search_experiments, max_results=1, attempts=2)
+    except Exception as exc:  # noqa: BLE001
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SweepError(f"cannot use the MLflow tracking store {uri}: {first[:300]}") from None
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def _run(spec: SweepSpec, args: argparse.Namespace) -> int:
     import logging
 
     import ray
 
+    try:
+        check_tracking(spec.tracking_uri)
+    except SweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.address and "://" not in spec.storage_path:
+        print(f"note: on a multi-node cluster every node must see {spec.storage_path} "
+              "(shared storage: NFS or a bucket, see --storage)", file=sys.stderr)
     started_ray = False
     if not ray.is_initialized():
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")

@@ -148,6 +148,7 @@ def _main(argv):
         (["--metric", "val/meteor", "--set", "eval.use_meteor=false"], "METEOR"),
         (["--gpu", "on"], "no GPU"),
         (["--tracking-uri", "mlruns"], "neither sqlite"),
+        (["--tracking-uri", "http://127.0.0.1:9"], "cannot use the MLflow tracking store"),
         (["--asha-reduction-factor", "1"], "reduction"),
         (["--resume", "--name", "nothing-here"], "no sweep"),
     ],
@@ -252,7 +253,7 @@ def test_sweep_logs_every_trial_under_one_parent(tmp_path, data_dir, capsys):
 def test_failing_trial_is_retried_then_failed_in_mlflow(tmp_path, data_dir, capsys):
     # The NRC lexicon without its file: every attempt of the trial fails in the worker.
     name = "failing"
-    rc = _main(["--num-trials", "1", "--name", name, "--worker-retries", "1", "--trial-retries", "1",
+    rc = _main(["--num-trials", "1", "--name", name, "--worker-retries", "0", "--trial-retries", "1",
                 "--set", "vad.lexicon=nrc"] + fast_flags(data_dir))
     assert rc == 1, capsys.readouterr().out
     client, parents, trials = sweep_runs(tmp_path / "mlflow.db", name)
@@ -339,6 +340,8 @@ def test_fake_gpu_cluster_one_trial_per_node_and_node_failure(tmp_path, data_dir
     victim = client.get_run(victim_run.info.run_id)
     starts = [int(m.value) for m in sorted(client.get_metric_history(victim.info.run_id, schema.WORKER_START_METRIC),
                                            key=lambda m: m.timestamp)]
+    print(f"killed node {victim_node.node_id[:8]} after step {killed_after}; worker start steps {starts}; "
+          f"nodes {victim.data.tags[schema.TAG_NODE_IDS]}")
     assert starts[0] == 0 and len(starts) >= 2, starts
     assert all(s > 0 for s in starts[1:]), f"a restarted worker began at step 0: {starts}"
     assert starts[1] >= killed_after > 0

@@ -7,7 +7,6 @@ import pickle
 from collections import Counter
 
 import pytest
-import torch
 
 from sevlm.training.callbacks import TrainingCallback
 from sevlm.training.checkpoint import TRAINING_STATE_FILE, is_checkpoint
@@ -147,3 +146,17 @@ def test_tiny_full_model_beats_the_majority_class(tmp_path, data_root):
     majority = Counter(frame["dominant_emotion"]).most_common(1)[0][1] / len(frame)
     acc = result.final_metrics["test/acc"] / 100.0
     assert acc >= majority + 0.2, (acc, majority)
+    # the shared EA classifier reads the synthetic utterances clearly above chance (1/9)
+    assert result.final_metrics["ea_classifier/held_out_acc"] > 40.0
+
+
+def test_early_stopping_stops_when_the_metric_stalls(tmp_path, data_root):
+    # val/paintings never changes, so it never improves after the first evaluation
+    cfg = small_config(data_root, tmp_path / "es", **{
+        "train.epochs": 5, "train.monitor_metric": "val/paintings",
+        "train.early_stopping_patience": 1})
+    recorder = _Recorder()
+    result = run_training(cfg, [recorder])
+    assert result.stopped_early
+    assert [e.is_best for e in recorder.evals] == [True, False]
+    assert result.final_metrics["best_step"] == recorder.evals[0].step

@@ -103,7 +103,16 @@ def ui_command(uri: str) -> str:
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --workers 1 "
             f"--backend-store-uri {uri}"
         )
-    return f"open {uri} in a browser (the tracking server is already running)"
+    return f"open {uri.rstrip('/')} in a browser (the tracking server is already running)"
+
+
+def ui_url(uri: str, experiment_id: str | None = None, run_id: str | None = None) -> str:
+    """Where the sweep's runs are in the UI (``mlflow ui`` listens on 127.0.0.1:5000)."""
+    base = "http://127.0.0.1:5000" if sqlite_path(uri) is not None else uri.rstrip("/")
+    if experiment_id is None:
+        return base
+    url = f"{base}/#/experiments/{experiment_id}"
+    return f"{url}/runs/{run_id}" if run_id else url
 
 
 # ----------------------------------------------------------------------- client + retry
@@ -741,7 +750,7 @@ class MlflowSweepCallback(Callback):
             return
         try:
             for path in sorted(Path(local).iterdir()):
-                if path.name == rt.FINAL_MARKER:
+                if path.name in (rt.FINAL_MARKER, rt.REPORTS_FILE):
                     continue
                 if path.is_dir():
                     with_retry(self.client.log_artifacts, run_id, str(path), path.name)

@@ -354,7 +354,12 @@ def _finish(ctx: RunContext, state: TrainingState, callbacks, stopped_early: boo
     test = evaluate_split(ctx, "test", state.step, seed_offset=7)
     predictions = write_predictions(test, ctx.output_dir / "predictions" / "test.csv")
     samples = write_samples(ctx, test, ctx.output_dir / "samples")
-    final = {**test.metrics, "best_step": float(state.best_step or state.step)}
+    final = {
+        **test.metrics,
+        "best_step": float(state.best_step or state.step),
+        # EA is only as good as its classifier: report how well it reads held-out utterances.
+        "ea_classifier/held_out_acc": 100.0 * float(ctx.classifier.held_out_accuracy),
+    }
     if state.best_metric is not None:
         final[f"best_{ctx.cfg.train.monitor_metric}"] = state.best_metric
     (ctx.output_dir / "final_metrics.json").write_text(json.dumps(final, indent=2))
