@@ -195,13 +195,13 @@ def test_tracking_uri_resolution(tmp_path, monkeypatch):
     assert cmd.startswith("MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --workers 1 --backend-store-uri sqlite:///")
 
 
-def test_both_negatives_off_means_no_contrastive_loss():
+def test_both_negatives_off_means_no_contrastive_loss(tmp_path):
     from trainables.ray_trainable import TrialSettings, trial_config
 
-    settings = TrialSettings(sweep_name="s", storage_path="/tmp/x")
+    settings = TrialSettings(sweep_name="s", storage_path=str(tmp_path))
     cfg = trial_config(settings, {"model.neg_wrong_emotion": False, "model.neg_other_image": False}, "s_t1")
     assert cfg.model.use_contrastive is False
-    assert cfg.output_dir == "/tmp/x/s/outputs/s_t1"
+    assert cfg.output_dir == f"{tmp_path}/s/outputs/s_t1"
     assert cfg.train.monitor_metric == "val/bleu4"
     cfg = trial_config(settings, {"model.neg_wrong_emotion": True, "model.neg_other_image": False})
     assert cfg.model.use_contrastive is True
