@@ -37,6 +37,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 SPEC_FILE = "sevlm_sweep.json"
+ASHA_MAX_T = 100_000
 PATH_KEYS = (
     "data.artemis_csv",
     "data.contrastive_csv",
@@ -826,6 +827,21 @@ def resume_spec(args: argparse.Namespace, kind: str, cwd: Path) -> SweepSpec:
     return spec
 
 
+def tpe_sampler(num_trials: int, seed: int | None):
+    """TPE sized for small sweeps. Optuna's default of 10 random start-up trials would turn a
+    6-8 trial sweep into a random search, so TPE starts modelling after half the trials (at
+    least 3, at most 10). The liar keeps concurrent trials from being handed the same point;
+    multivariate TPE models α and the learning rates jointly."""
+    import optuna
+
+    return optuna.samplers.TPESampler(
+        seed=seed,
+        n_startup_trials=min(10, max(3, num_trials // 2)),
+        multivariate=True,
+        constant_liar=True,
+    )
+
+
 def build_tuner(spec: SweepSpec, progress_interval: float):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -841,18 +857,17 @@ def build_tuner(spec: SweepSpec, progress_interval: float):
         metric=spec.metric,
         mode=spec.mode,
         points_to_evaluate=[dict(spec.paper_point)] if spec.paper_first and spec.paper_point else None,
-        seed=spec.search_seed,
+        sampler=tpe_sampler(spec.num_trials, spec.search_seed),
     )
     scheduler = None
     if spec.asha:
-        from sevlm.config import apply_overrides, preset
-
-        epochs = apply_overrides(preset(spec.preset), spec.overrides).train.epochs
+        # time_attr: evaluations reported so far. max_t must never be reached (ASHA stops a
+        # trial there, before its final test report): the runs end by themselves.
         scheduler = ASHAScheduler(
             time_attr="training_iteration",
             metric=spec.metric,
             mode=spec.mode,
-            max_t=max(epochs + 1, 2),
+            max_t=ASHA_MAX_T,
             grace_period=spec.asha_grace_period,
             reduction_factor=spec.asha_reduction_factor,
         )
@@ -880,7 +895,7 @@ def build_tuner(spec: SweepSpec, progress_interval: float):
         run_config=tune.RunConfig(
             name=spec.name,
             storage_path=spec.storage_path,
-            callbacks=[mlflow_cb, progress],
+            callbacks=[mlflow_cb, progress, rt.PlacementGroupReaper(spec.name)],
             failure_config=tune.FailureConfig(max_failures=spec.trial_retries),
             verbose=0,
         ),

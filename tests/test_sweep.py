@@ -12,6 +12,7 @@ MLflow (a SQLite file), the real training loop on a shrunken tiny configuration.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -113,6 +114,12 @@ def assert_complete_history(client, run) -> list[int]:
     assert {schema.ARTIFACT_BEST_CHECKPOINT, schema.ARTIFACT_PREDICTIONS_DIR, schema.ARTIFACT_SAMPLES_DIR} <= artifacts
     samples = {Path(a.path).name for a in client.list_artifacts(rid, schema.ARTIFACT_SAMPLES_DIR)}
     assert "samples.json" in samples and len(samples) > 1, samples  # the explanations and their images
+    # every final metric of the run (test metrics, best value, EA classifier accuracy) is logged
+    assert schema.ARTIFACT_FINAL_METRICS in artifacts
+    final = json.loads(Path(client.download_artifacts(rid, schema.ARTIFACT_FINAL_METRICS)).read_text())
+    assert "ea_classifier/held_out_acc" in final and any(k.startswith(schema.TEST_PREFIX) for k in final)
+    for key, value in final.items():
+        assert run.data.metrics.get(key) == pytest.approx(value), key
     return eval_steps
 
 
@@ -264,6 +271,33 @@ def test_failing_trial_is_retried_then_failed_in_mlflow(tmp_path, data_dir, caps
     assert run.data.tags[schema.TAG_ERROR]
     assert run.data.tags[schema.TAG_TRIAL_STARTS] == "2"  # Tune retried the trial once
     assert parents[0].info.status == "FAILED"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_asha_stopped_trials_are_killed_and_free_their_resources(tmp_path, data_dir):
+    # 4 trials at concurrency 2 on 2 CPUs: a trial stopped by ASHA must give its worker's
+    # CPU back (its Ray Train placement group), or the next trial would wait forever.
+    name = "asha"
+    rc = _main(["--num-trials", "4", "--concurrency", "2", "--asha", "--asha-reduction-factor", "3",
+                "--name", name, "--progress-interval", "60"] + fast_flags(data_dir, evals=4))
+    assert rc == 0
+    client, parents, trials = sweep_runs(tmp_path / "mlflow.db", name)
+    assert len(parents) == 1 and len(trials) == 4
+    assert parents[0].info.status == "FINISHED"
+    finished = [t for t in trials if t.info.status == "FINISHED"]
+    assert finished, "ASHA never lets the first trial at a rung stop"
+    for run in trials:
+        eval_steps = steps(client, run.info.run_id, schema.EPOCH_METRIC)
+        assert eval_steps == sorted(set(eval_steps)) and eval_steps
+        if run.info.status == "FINISHED":
+            assert eval_steps == [EVAL_EVERY * (i + 1) for i in range(4)]
+            assert any(k.startswith(schema.TEST_PREFIX) for k in run.data.metrics)
+        else:  # stopped early by ASHA: what it ran, no test evaluation
+            assert run.info.status == "KILLED"
+            assert run.data.tags[schema.TAG_END_REASON] == schema.END_PRUNED
+            assert len(eval_steps) < 4
+            assert not any(k.startswith(schema.TEST_PREFIX) for k in run.data.metrics)
 
 
 def _wait_for(predicate, timeout: float, what: str, interval: float = 0.5):

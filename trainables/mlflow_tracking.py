@@ -177,6 +177,18 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _final_keys(result: dict[str, Any]) -> list[str]:
+    """The final-metric keys of a final report: the list the worker sent with it, or (from a
+    result without one, e.g. an older checkpoint) every test/ and best_ key."""
+    listed = result.get(rt.KEY_FINAL_KEYS)
+    if isinstance(listed, str):
+        try:
+            return [str(k) for k in json.loads(listed)]
+        except ValueError:
+            log.warning("unreadable %s in a final report: %r", rt.KEY_FINAL_KEYS, listed[:200])
+    return [k for k in result if k.startswith((schema.TEST_PREFIX, schema.BEST_PREFIX))]
+
+
 # --------------------------------------------------------------------------- callback
 
 
@@ -455,11 +467,7 @@ class MlflowSweepCallback(Callback):
 
         if result.get(rt.KEY_FINAL) == 1.0:
             if not state.final_logged:
-                final = {
-                    k: float(v)
-                    for k, v in result.items()
-                    if _finite(v) and (k.startswith(schema.TEST_PREFIX) or k.startswith(schema.BEST_PREFIX))
-                }
+                final = {k: float(result[k]) for k in _final_keys(result) if _finite(result.get(k))}
                 state.final_metrics = final
                 metrics += [Metric(k, v, now, step) for k, v in final.items()]
                 self._write(state.run_id, metrics=metrics, tags=tags)
@@ -623,7 +631,7 @@ class MlflowSweepCallback(Callback):
         state = self._runs.get(trial.trial_id)
         last = dict(trial.last_result or {})
         final = dict(state.final_metrics) if state and state.final_metrics else {
-            k: v for k, v in last.items() if _finite(v) and k.startswith((schema.TEST_PREFIX, schema.BEST_PREFIX))
+            k: last[k] for k in _final_keys(last) if _finite(last.get(k))
         }
         metrics = {self.metric: value, **final}
         if state is None:
