@@ -15,7 +15,7 @@
    daemons, the trial and training workers): the sum of PSS (proportional set size, shared
    pages split between processes) and of RSS.
 
-    python benchmarks/bench_sweep_overhead.py [--steps 40] [--memory-trials 2 | --full-default]
+    python benchmarks/bench_sweep_overhead.py [--steps N] [--memory-trials 2 | --full-default]
 """
 
 from __future__ import annotations
@@ -136,12 +136,12 @@ class TreeMemorySampler:
 # ---------------------------------------------------------------------- the runs
 
 
-def trial_flags(steps: int) -> list[str]:
+def trial_flags(steps: int | None) -> list[str]:
     """The only flag the compared sweep adds to the defaults (data: the defaults in ``work``)."""
-    return ["--set", f"train.max_steps={steps}"]
+    return [] if steps is None else ["--set", f"train.max_steps={steps}"]
 
 
-def direct_config(work: Path, steps: int):
+def direct_config(work: Path, steps: int | None):
     """The configuration a one-trial alpha search gives its first (paper) trial."""
     from sevlm.config import apply_overrides, preset
     from sweeps import alpha_search
@@ -152,8 +152,9 @@ def direct_config(work: Path, steps: int):
         # the sweep's defaults, resolved against its working directory
         "data.synthetic_dir": str(work / "data" / "synthetic"),
         "data.feature_cache_dir": str(work / ".cache" / "features"),
-        "train.max_steps": steps,
     })
+    if steps is not None:
+        overrides["train.max_steps"] = steps
     base = apply_overrides(preset("tiny"), overrides)
     from sevlm.config import to_flat_dict
 
@@ -163,7 +164,7 @@ def direct_config(work: Path, steps: int):
     return trial_config(settings, paper, "direct")
 
 
-def run_direct(work: Path, steps: int) -> float:
+def run_direct(work: Path, steps: int | None) -> float:
     import torch
 
     from sevlm.training.loop import run_training
@@ -175,7 +176,7 @@ def run_direct(work: Path, steps: int) -> float:
     return time.perf_counter() - start
 
 
-def run_direct_fresh_process(work: Path, steps: int) -> float:
+def run_direct_fresh_process(work: Path, steps: int | None) -> float:
     """The same direct run in a new Python process, timed from outside (as a trial is)."""
     import subprocess
 
@@ -183,7 +184,7 @@ def run_direct_fresh_process(work: Path, steps: int) -> float:
         "import sys; sys.path.insert(0, %r); sys.path.insert(0, %r)\n"
         "from bench_sweep_overhead import run_direct\n"
         "from pathlib import Path\n"
-        "run_direct(Path(%r), %d)\n"
+        "run_direct(Path(%r), %r)\n"
     ) % (str(REPO), str(Path(__file__).resolve().parent), str(work), steps)
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
@@ -234,7 +235,8 @@ def trial_times(work: Path, name: str) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=40, help="optimizer steps of the compared run (default 40)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="optimizer steps of the compared run (default: a whole default-sweep trial)")
     p.add_argument("--memory-trials", type=int, default=2,
                    help="trials of the default sweep whose memory is measured (default 2: one wave)")
     p.add_argument("--full-default", action="store_true", help="measure the full default sweep instead")
@@ -258,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"warm-up (data, caches, imports): {time.perf_counter() - t:.1f} s")
 
     direct = run_direct(work, args.steps)
-    print(f"direct run_training ({args.steps} steps, 1 thread): {direct:.1f} s")
+    what = f"{args.steps} steps" if args.steps else "a whole default-sweep trial"
+    print(f"direct run_training ({what}, 1 thread): {direct:.1f} s")
     fresh = run_direct_fresh_process(work, args.steps)
     print(f"direct run_training in a fresh process (imports included): {fresh:.1f} s")
 

@@ -7,11 +7,15 @@ MLflow (a SQLite file), the real training loop on a shrunken tiny configuration.
 * a cluster with two fake-GPU worker nodes: the two trials run at the same time, one per
   node; one node is killed after its trial's first checkpoint, the trial resumes from that
   checkpoint on a new node and one MLflow run holds its whole history;
-* a sweep interrupted (SIGINT) and continued with --resume: finished trials are not re-run.
+* a sweep interrupted (SIGINT) and continued with --resume: finished trials are not re-run;
+* ASHA: stopped trials are KILLED in MLflow and free their worker's CPU for the next trial;
+* a real `mlflow server` as the tracking URI (artifacts proxied), and the `mlflow ui`
+  command a SQLite sweep prints actually serving that sweep's parent run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -199,7 +203,10 @@ def test_tracking_uri_resolution(tmp_path, monkeypatch):
     assert resolve_tracking_uri(None, tmp_path) == "http://head:5000"
     assert resolve_tracking_uri("sqlite:////abs/m.db", tmp_path) == "sqlite:////abs/m.db"
     cmd = ui_command(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    assert cmd.startswith("MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --workers 1 --backend-store-uri sqlite:///")
+    assert cmd.startswith("MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false ")
+    mlflow_exe = cmd.split()[1]
+    assert mlflow_exe == "mlflow" or os.access(mlflow_exe, os.X_OK), mlflow_exe
+    assert cmd.endswith(f" ui --workers 1 --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}")
 
 
 def test_both_negatives_off_means_no_contrastive_loss(tmp_path):
@@ -394,8 +401,9 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, d
     db = tmp_path / "mlflow.db"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
+    # --verbose: the workers' logs too, to check that Ray Train/Tune emit no deprecation warning
     argv = [sys.executable, str(SCRIPT), "--num-trials", "2", "--concurrency", "1", "--name", name,
-            "--progress-interval", "30"] + fast_flags(data_dir, evals=3)
+            "--progress-interval", "30", "--verbose"] + fast_flags(data_dir, evals=3)
     log = (tmp_path / "first.log").open("w")
     proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -422,6 +430,8 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, d
     first_log = (tmp_path / "first.log").read_text()
     assert rc == 130, first_log[-3000:]
     assert "--resume" in first_log
+    assert "RayTrainWorker" in first_log  # the workers' logs are in it
+    assert "deprecat" not in first_log.lower(), [l for l in first_log.splitlines() if "eprecat" in l][:5]
 
     client, parents, trials = sweep_runs(db, name)
     assert parents[0].info.status == "KILLED"
@@ -455,3 +465,104 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path, d
     for run in trials:
         assert run.info.status == "FINISHED"
         assert assert_complete_history(client, run) == [EVAL_EVERY * (i + 1) for i in range(3)]
+
+
+# ------------------------------------------------------------ real MLflow servers
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get_json(url: str):
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@contextlib.contextmanager
+def mlflow_server(shell_command: str, port: int, log_path: Path):
+    """Start an MLflow server/UI command in its own process group; stop it afterwards."""
+    log = log_path.open("w")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen(["bash", "-c", shell_command], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def healthy():
+            if proc.poll() is not None:
+                raise AssertionError(f"MLflow server exited: {log_path.read_text()[-3000:]}")
+            try:
+                import urllib.request
+
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return None
+
+        _wait_for(healthy, 120, f"MLflow server on port {port}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_sweep_logs_to_a_tracking_server_and_the_printed_ui_command_serves_a_sqlite_sweep(
+    tmp_path, data_dir, capsys
+):
+    # 1. A real `mlflow server` (as cluster.yaml starts on the head), proxying artifacts.
+    port = _free_port()
+    server_cmd = (f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {Path(sys.executable).parent / 'mlflow'} server "
+                  f"--workers 1 --host 127.0.0.1 --port {port} "
+                  f"--backend-store-uri sqlite:///{tmp_path / 'server.db'} "
+                  f"--artifacts-destination {tmp_path / 'server_artifacts'}")
+    name = "served"
+    with mlflow_server(server_cmd, port, tmp_path / "server.log") as url:
+        rc = _main(["--num-trials", "2", "--concurrency", "2", "--name", name, "--tracking-uri", url,
+                    "--progress-interval", "60"] + fast_flags(data_dir))
+        out = capsys.readouterr().out
+        assert rc == 0, out
+        assert f"open {url} in a browser" in out
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=url)
+        exp = client.get_experiment_by_name(schema.DEFAULT_EXPERIMENT)
+        runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{schema.TAG_SWEEP_NAME}` = '{name}'")
+        parents = [r for r in runs if r.data.tags.get(schema.TAG_ROLE) == schema.ROLE_PARENT]
+        trials = [r for r in runs if r.data.tags.get(schema.TAG_ROLE) == schema.ROLE_TRIAL]
+        assert len(parents) == 1 and len(trials) == 2
+        for run in trials:
+            assert run.info.status == "FINISHED"
+            assert run.data.tags[schema.MLFLOW_PARENT_RUN_ID] == parents[0].info.run_id
+            # artifacts went through the server's proxy, not into a local folder
+            assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+            assert assert_complete_history(client, run) == [EVAL_EVERY, 2 * EVAL_EVERY]
+    assert not (tmp_path / "mlflow.db").exists()
+    assert any((tmp_path / "server_artifacts").rglob(schema.ARTIFACT_FINAL_METRICS))
+
+    # 2. The command a SQLite sweep prints opens the UI on its runs.
+    name = "browsable"
+    assert _main(["--num-trials", "1", "--name", name, "--progress-interval", "60"] + fast_flags(data_dir)) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    ui_cmd = next(line.strip() for line in lines if " ui --workers 1 --backend-store-uri " in line)
+    link = next(line.split("open ", 1)[1].strip() for line in lines if "then open http://127.0.0.1:5000/" in line)
+    parent_run_id = link.rsplit("/runs/", 1)[1]
+    port = _free_port()
+    with mlflow_server(f"{ui_cmd} --host 127.0.0.1 --port {port}", port, tmp_path / "ui.log") as url:
+        run = _get_json(f"{url}/api/2.0/mlflow/runs/get?run_id={parent_run_id}")["run"]
+        tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+        assert tags[schema.TAG_SWEEP_NAME] == name and tags[schema.TAG_ROLE] == schema.ROLE_PARENT
+        assert link.startswith("http://127.0.0.1:5000/#/experiments/" + run["info"]["experiment_id"] + "/runs/")

@@ -28,6 +28,8 @@ import json
 import logging
 import math
 import os
+import shlex
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -100,10 +102,16 @@ def ui_command(uri: str) -> str:
     db = sqlite_path(uri)
     if db is not None:
         return (
-            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --workers 1 "
-            f"--backend-store-uri {uri}"
+            f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {_mlflow_executable()} ui --workers 1 "
+            f"--backend-store-uri {shlex.quote(uri)}"
         )
     return f"open {uri.rstrip('/')} in a browser (the tracking server is already running)"
+
+
+def _mlflow_executable() -> str:
+    # The sweep usually runs from the project's virtualenv, which is not on PATH.
+    beside = Path(sys.executable).parent / "mlflow"
+    return shlex.quote(str(beside)) if beside.is_file() else "mlflow"
 
 
 def ui_url(uri: str, experiment_id: str | None = None, run_id: str | None = None) -> str:
