@@ -36,6 +36,9 @@ IGNORE_INDEX = -100
 VadFn = Callable[[str], tuple[float, float, float]]
 
 _WORD_CHARS = re.compile(r"[^a-z'\-]+")
+# What a byte-level decoder can emit that is no text: U+FFFD stands for an incomplete UTF-8
+# character, and control characters are no words (METEOR's Java tokenizer warns on each).
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
 
 
 def normalize_whitespace(text: str) -> str:
@@ -243,8 +246,9 @@ def parse_generation(text: str) -> tuple[str | None, str]:
     The emotion is the known emotion phrase the text starts with (None if it starts with
     none). A single leading "because" is the connective and is removed; every later
     "because" belongs to the explanation (the reference code cut at the *last* "because").
+    Incomplete UTF-8 characters and control characters are dropped.
     """
-    rest = normalize_whitespace(text)
+    rest = normalize_whitespace(_UNPRINTABLE.sub("", text))
     lowered = rest.lower()
     if lowered.startswith(PROMPT):
         rest = rest[len(PROMPT) :].lstrip()

@@ -79,6 +79,7 @@ def test_decode_round_trip(tok):
         ("the emotion is fear because", ("fear", "")),
         ("", (None, "")),
         ("awesome colors", (None, "awesome colors")),
+        ("awe because the sky\ufffd is \x18big\tand\nblue", ("awe", "the sky is big and blue")),
     ],
 )
 def test_parse_generation(text, expected):
