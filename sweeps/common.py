@@ -969,15 +969,13 @@ def run_sweep_cli(
 
 def check_tracking(uri: str) -> None:
     """Open the tracking store once (creates a new SQLite file); a clear error if it fails."""
-    from mlflow import MlflowClient
-
-    from trainables.mlflow_tracking import with_retry
+    from trainables.mlflow_tracking import open_tracking_store
 
     quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
     saved = {k: os.environ.get(k) for k in quick}
     os.environ.update(quick)
     try:
-        with_retry(MlflowClient(tracking_uri=uri).search_experiments, max_results=1, attempts=2)
+        open_tracking_store(uri)
     except Exception as exc:  # noqa: BLE001
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SweepError(f"cannot use the MLflow tracking store {uri}: {first[:300]}") from None

@@ -80,9 +80,11 @@ def _isolated(tmp_path, monkeypatch):
 
 
 def client_for(db: Path):
-    from mlflow import MlflowClient
+    # Through the sweep's own opener: a test polling a database that a sweep is creating
+    # must not race MLflow's table creation (see test_concurrent_openers_of_a_new_store).
+    from trainables.mlflow_tracking import open_tracking_store
 
-    return MlflowClient(tracking_uri=f"sqlite:///{db}")
+    return open_tracking_store(f"sqlite:///{db}")
 
 
 def sweep_runs(db: Path, sweep_name: str):
@@ -207,6 +209,22 @@ def test_tracking_uri_resolution(tmp_path, monkeypatch):
     mlflow_exe = cmd.split()[1]
     assert mlflow_exe == "mlflow" or os.access(mlflow_exe, os.X_OK), mlflow_exe
     assert cmd.endswith(f" ui --workers 1 --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def test_concurrent_openers_of_a_new_store(tmp_path):
+    # Two sweeps started at once on a new mlflow.db: MLflow creates the tables in each
+    # process without a lock, and without ours all but one of them failed.
+    db = tmp_path / "new.db"
+    code = ("import sys; from sweeps.common import check_tracking; "
+            f"check_tracking('sqlite:///{db}'); print('opened')")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(4)]
+    outputs = [p.communicate(timeout=240)[0] for p in procs]
+    for proc, out in zip(procs, outputs):
+        assert proc.returncode == 0 and "opened" in out, out[-2000:]
+    client = client_for(db)
+    assert [e.name for e in client.search_experiments()] == ["Default"]
 
 
 def test_both_negatives_off_means_no_contrastive_loss(tmp_path):

@@ -23,6 +23,7 @@ Mapping of what happens to what MLflow shows (names in ``trainables.tracking_sch
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -145,6 +146,53 @@ def with_retry(fn, *args, attempts: int = 8, base_delay: float = 0.25, **kwargs)
             log.warning("MLflow call %s failed (%s); retrying in %.1fs", getattr(fn, "__name__", fn), exc, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")
+
+
+def open_tracking_store(uri: str, attempts: int = 6, base_delay: float = 0.5):
+    """An MlflowClient on ``uri`` whose store is known to be usable (a new SQLite file gets
+    its tables here).
+
+    MLflow creates and migrates the tables of a new SQLite database in whichever process
+    opens it first, without a lock: two sweeps started together, or a sweep and an
+    ``mlflow ui``, make all but one fail with "table ... already exists". Our processes
+    take turns through a file lock; a failure caused by anyone else's initialisation is
+    retried once that has had time to finish.
+    """
+    from mlflow import MlflowClient
+
+    db = sqlite_path(uri)
+    with _init_lock(db):
+        for attempt in range(attempts):
+            try:
+                client = MlflowClient(tracking_uri=uri)
+                with_retry(client.search_experiments, max_results=1, attempts=2)
+                return client
+            except Exception as exc:  # noqa: BLE001
+                text = str(exc).lower()
+                racing = db is not None and ("already exists" in text or "alembic" in text)
+                if attempt == attempts - 1 or not racing:
+                    raise
+                log.warning("MLflow store %s is being initialised elsewhere (%s); retrying", uri, exc)
+                time.sleep(base_delay * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def _init_lock(db: Path | None):
+    if db is None:
+        yield
+        return
+    import fcntl
+    import hashlib
+
+    # In the temp dir, not next to the database: nothing to clean up in the project.
+    key = hashlib.sha256(str(db.resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"sevlm-mlflow-init-{key}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def get_or_create_experiment(client, name: str, uri: str) -> str:
