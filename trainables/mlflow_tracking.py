@@ -134,13 +134,15 @@ def _is_transient(exc: BaseException) -> bool:
     return any(t in text for t in _TRANSIENT)
 
 
-def with_retry(fn, *args, attempts: int = 8, base_delay: float = 0.25, **kwargs):
-    """Call ``fn``; retry transient failures (SQLite busy, server unreachable) with backoff."""
+def with_retry(fn, *args, attempts: int = 8, base_delay: float = 0.25, transient=None, **kwargs):
+    """Call ``fn``; retry transient failures (SQLite busy, server unreachable; or what the
+    ``transient`` predicate accepts) with backoff."""
+    transient = transient or _is_transient
     for attempt in range(attempts):
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001
-            if attempt == attempts - 1 or not _is_transient(exc):
+            if attempt == attempts - 1 or not transient(exc):
                 raise
             delay = base_delay * 2**attempt
             log.warning("MLflow call %s failed (%s); retrying in %.1fs", getattr(fn, "__name__", fn), exc, delay)
@@ -161,20 +163,18 @@ def open_tracking_store(uri: str, attempts: int = 6, base_delay: float = 0.5):
     from mlflow import MlflowClient
 
     db = sqlite_path(uri)
+
+    def opened():
+        client = MlflowClient(tracking_uri=uri)
+        with_retry(client.search_experiments, max_results=1, attempts=2)
+        return client
+
+    def racing(exc: BaseException) -> bool:
+        text = str(exc).lower()
+        return db is not None and ("already exists" in text or "alembic" in text)
+
     with _init_lock(db):
-        for attempt in range(attempts):
-            try:
-                client = MlflowClient(tracking_uri=uri)
-                with_retry(client.search_experiments, max_results=1, attempts=2)
-                return client
-            except Exception as exc:  # noqa: BLE001
-                text = str(exc).lower()
-                racing = db is not None and ("already exists" in text or "alembic" in text)
-                if attempt == attempts - 1 or not racing:
-                    raise
-                log.warning("MLflow store %s is being initialised elsewhere (%s); retrying", uri, exc)
-                time.sleep(base_delay * 2**attempt)
-    raise AssertionError("unreachable")
+        return with_retry(opened, attempts=attempts, base_delay=base_delay, transient=racing)
 
 
 @contextlib.contextmanager
