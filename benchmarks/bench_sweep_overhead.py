@@ -145,7 +145,7 @@ def direct_config(work: Path, steps: int | None):
     """The configuration a one-trial alpha search gives its first (paper) trial."""
     from sevlm.config import apply_overrides, preset
     from sweeps import alpha_search
-    from trainables.ray_trainable import TrialSettings, trial_config
+    from trainables.trial import TrialSettings, trial_config
 
     overrides = dict(alpha_search.DEFAULT_OVERRIDES.get("tiny", {}))
     overrides.update({
@@ -210,15 +210,11 @@ def run_sweep(work: Path, name: str, argv: list[str]) -> tuple[int, float, str]:
 
 def trial_times(work: Path, name: str) -> list[dict]:
     """Per trial: Tune's wall time of the trial, and MLflow's run duration."""
-    from mlflow import MlflowClient
-
+    from trainables import mlflow_store
     from trainables import tracking_schema as schema
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
-    exp = client.get_experiment_by_name(schema.DEFAULT_EXPERIMENT)
-    runs = client.search_runs([exp.experiment_id], filter_string=schema.search_filter_trials(name))
     out = []
-    for run in runs:
+    for run in mlflow_store.sweep_runs(f"sqlite:///{work / 'mlflow.db'}", name).trials:
         out.append({
             "trial_id": run.data.tags[schema.TAG_TRIAL_ID],
             "mlflow_s": (run.info.end_time - run.info.start_time) / 1000.0,

@@ -278,3 +278,30 @@ def to_flat_dict_from_nested(nested: dict[str, Any], prefix: str = "") -> dict[s
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+# ----------------------------------------------------------------------- model rules
+
+# Depth of the emotion encoder: 0 = raw VAD vectors (the paper's "w/o emotion encoder").
+EMOTION_ENCODER_LAYERS = (0, 6)
+
+
+def validate(cfg: ExperimentConfig | ModelConfig) -> None:
+    """Raise ValueError if the model cannot be built from ``cfg``.
+
+    The one home of the model's rules: ``SEVLM.from_config`` calls it, and sweeps call it on
+    every trial configuration before the first trial starts.
+    """
+    model = cfg.model if isinstance(cfg, ExperimentConfig) else cfg
+    if model.use_contrastive and not (model.neg_wrong_emotion or model.neg_other_image):
+        raise ValueError(
+            "model.use_contrastive=True needs at least one negative type: set "
+            "model.neg_wrong_emotion and/or model.neg_other_image to True (or "
+            "model.use_contrastive=False)"
+        )
+    low, high = EMOTION_ENCODER_LAYERS
+    if not low <= model.emotion_encoder_layers <= high:
+        raise ValueError(
+            f"model.emotion_encoder_layers must stay within {low}..{high} "
+            f"(got {model.emotion_encoder_layers})"
+        )

@@ -163,8 +163,25 @@ class SEVLMTokenizer:
                 continue
             word_ids = self.encode_text(" " + word)
             ids.extend(word_ids)
-            words.extend([word_key(word)] * len(word_ids))
+            words.extend(self.piece_word_keys(word_ids))
         return ids, words
+
+    def word_prefix_key(self, word_ids: Sequence[int]) -> str:
+        """The lexicon key of the word prefix spelled by ``word_ids`` (a word's first pieces)."""
+        return word_key(self.hf.decode([int(i) for i in word_ids]))
+
+    def piece_word_keys(self, word_ids: Sequence[int]) -> list[str]:
+        """The lexicon key of each BPE piece of one word: the word *prefix* up to and
+        including that piece.
+
+        Generation cannot know a word before its last piece, so training must not tell
+        the model either: giving every piece the whole word's VAD would reveal, on the
+        first piece of " se|re|ne", which pieces follow (28.7% of explanation tokens with
+        the tiny preset's 8000-merge vocabulary). Training and generation
+        (:class:`GeneratedTokenFeatures`) both use this rule; a single-piece word gets its
+        own key, as before.
+        """
+        return [self.word_prefix_key(word_ids[: k + 1]) for k in range(len(word_ids))]
 
     def inference_prompt(self) -> tuple[list[int], list[int]]:
         """``<bos> the emotion is`` and its segment ids, the model's input at inference."""
@@ -235,6 +252,57 @@ class SEVLMTokenizer:
             ids = ids[: ids.index(self.eos_id)]
         specials = {self.pad_id, self.prompt_segment_id, self.explanation_segment_id}
         return self.hf.decode([i for i in ids if i not in specials]).strip()
+
+
+class GeneratedTokenFeatures:
+    """Segment, explanation flag and VAD vector of each generated token, one step at a time.
+
+    The generation-side twin of :meth:`SEVLMTokenizer.encode_full_sentence`: " because"
+    opens the explanation segment, a token whose text starts with a space starts a new
+    word, and an explanation token gets the VAD of its word prefix so far
+    (:meth:`SEVLMTokenizer.piece_word_keys`, the rule training uses). Prompt and special
+    tokens get (0, 0, 0).
+    """
+
+    ZERO = (0.0, 0.0, 0.0)
+
+    def __init__(self, tokenizer: SEVLMTokenizer, vad: VadFn | None, batch_size: int,
+                 start_segment: int) -> None:
+        self.tok = tokenizer
+        self.vad = vad
+        self.segments = [start_segment] * batch_size
+        self.words: list[list[int]] = [[] for _ in range(batch_size)]
+        self._specials = {tokenizer.eos_id, tokenizer.bos_id, tokenizer.pad_id,
+                          tokenizer.prompt_segment_id, tokenizer.explanation_segment_id}
+        self._starts_word: dict[int, bool] = {}
+
+    def _starts_new_word(self, token_id: int) -> bool:
+        starts = self._starts_word.get(token_id)
+        if starts is None:
+            starts = self.tok.hf.decode([token_id]).startswith(" ")
+            self._starts_word[token_id] = starts
+        return starts
+
+    def step(self, tokens: Sequence[int]) -> tuple[list[int], list[bool], list[tuple[float, float, float]]]:
+        """Feed one token per row; returns their segments, explanation flags and VADs."""
+        segments, in_explanation, vads = [], [], []
+        for b, t in enumerate(tokens):
+            self.segments[b] = self.tok.segment_after(t, self.segments[b])
+            explains = self.segments[b] == self.tok.explanation_segment_id
+            v = self.ZERO
+            if explains and t not in self._specials:
+                if self._starts_new_word(t) or not self.words[b]:
+                    self.words[b] = [t]
+                else:
+                    self.words[b].append(t)
+                if self.vad is not None:
+                    v = tuple(self.vad(self.tok.word_prefix_key(self.words[b])))
+            else:
+                self.words[b] = []
+            segments.append(self.segments[b])
+            in_explanation.append(explains)
+            vads.append(v)
+        return segments, in_explanation, vads
 
 
 _EMOTIONS_LONGEST_FIRST = sorted(EMOTIONS, key=len, reverse=True)

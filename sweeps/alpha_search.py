@@ -7,7 +7,7 @@
         --artemis-csv /data/artemis_dataset_release_v0.csv --image-dir /data/wikiart
     python sweeps/alpha_search.py --resume         # continue the latest interrupted sweep
 
-Searched (Optuna TPE, `--space KEY=SPEC` changes or adds parameters):
+Searched (Optuna TPE, `--space KEY=SPEC` changes or adds parameters, see sweeps/space.py):
 
 * ``model.alpha``: log scale;  ``train.lr_decoder``, ``train.lr_vad``: log scale;
 * ``model.emotion_encoder_layers``: 0..6 (0 = raw VAD vectors);
@@ -27,15 +27,10 @@ from __future__ import annotations
 
 import sys
 
-from sweeps.common import run_sweep_cli
+from sweeps.cli import Sweep, run_sweep_cli
+from sweeps.strategies import TPEFlags
 
-KIND = "alpha_search"
-DEFAULT_TRIALS = 8  # paper point + 3 random + 4 TPE-guided (see sweeps/common.py:tpe_sampler)
-# The tiny preset's short runs leave BLEU-4 near 0 on its small validation split, which
-# would make every trial tie: its sweeps optimise ROUGE-L unless --metric says otherwise.
-DEFAULT_METRIC = {"tiny": "val/rouge_l", "paper": "val/bleu4"}
-
-# Search space per preset (spec syntax: see sweeps/common.py).
+# Search space per preset.
 SPACE = {
     "tiny": {
         "model.alpha": "log:0.1:10",
@@ -54,6 +49,15 @@ SPACE = {
         "model.neg_other_image": "choice:true,false",
     },
 }
+# Column headers of the progress table.
+SHORT_NAMES = {
+    "model.alpha": "alpha",
+    "train.lr_decoder": "lr_dec",
+    "train.lr_vad": "lr_vad",
+    "model.emotion_encoder_layers": "enc",
+    "model.neg_wrong_emotion": "neg!M",
+    "model.neg_other_image": "neg!I",
+}
 
 # Fixed settings of the default sweep per preset (override with --set). The tiny preset is
 # sized so that the default sweep finishes within 10 minutes on a 2-core machine.
@@ -70,18 +74,17 @@ DEFAULT_OVERRIDES: dict[str, dict[str, object]] = {
     "paper": {},
 }
 
+SWEEP = Sweep(
+    kind="alpha_search",
+    doc=__doc__,
+    # 8 trials: the paper's point + 3 random + 4 TPE-guided (TPE models after half of them).
+    strategy=TPEFlags(space=SPACE, default_trials=8, short_names=SHORT_NAMES),
+    default_overrides=DEFAULT_OVERRIDES,
+)
+
 
 def main(argv: list[str] | None = None) -> int:
-    return run_sweep_cli(
-        argv,
-        kind=KIND,
-        description=__doc__.split("\n\n")[0],
-        default_space=SPACE,
-        default_trials=DEFAULT_TRIALS,
-        default_overrides=DEFAULT_OVERRIDES,
-        default_metric=DEFAULT_METRIC,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    return run_sweep_cli(argv, SWEEP)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@ command that parses (no machines are started)."""
 
 from __future__ import annotations
 
-import argparse
 import re
 import shlex
 from pathlib import Path
@@ -41,15 +40,15 @@ def test_head_serves_mlflow_and_trains_nothing_workers_offer_one_gpu():
 
 
 def test_documented_sweep_command_parses():
-    from sweeps.common import add_common_flags
+    from sweeps.alpha_search import SWEEP
 
     found = re.search(r"ray exec cluster\.yaml '(.*?)'", CLUSTER.read_text(), re.S)
     assert found, "cluster.yaml documents no `ray exec` sweep command"
     command = " ".join(line.strip().lstrip("#").strip().rstrip("\\") for line in found.group(1).splitlines())
     argv = shlex.split(command.split("sweeps/alpha_search.py", 1)[1])
-    parser = argparse.ArgumentParser(allow_abbrev=False)
+    parser = SWEEP.parser()
+    parser.allow_abbrev = False
     parser.error = lambda message: (_ for _ in ()).throw(AssertionError(message))  # no SystemExit
-    add_common_flags(parser, default_trials=1, kind="alpha_search")
     args = parser.parse_args(argv)
     assert args.address == "auto" and args.preset == "paper"
     assert args.tracking_uri.startswith("http://") and args.tracking_uri.endswith(":5000")

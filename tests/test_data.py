@@ -270,12 +270,13 @@ def test_negatives(prepared, tokenizer, lexicon):
         else:
             assert not item["neg_wrong_emotion_fallback"] and ann.at[j, "painting_id"] == pid
         assert ann.at[k, "painting_id"] != pid and ann.at[k, "utterance"] != text
-        # The negatives keep the positive's emotion prompt.
-        prompt = item["positive"]["prompt_mask"]
-        for neg in ("neg_wrong_emotion", "neg_other_image"):
-            assert np.array_equal(item[neg]["prompt_mask"], prompt)
-            assert np.array_equal(item[neg]["input_ids"][prompt], item["positive"]["input_ids"][prompt])
+        # A negative is that annotation's own sentence, with its own painting's features.
+        for neg, idx in (("neg_wrong_emotion", j), ("neg_other_image", k)):
+            own = ex[(idx, 0)]["positive"]
+            for key in ("input_ids", "prompt_mask", "explanation_mask", "vad"):
+                assert np.array_equal(item[neg][key], own[key]), key
             assert not np.array_equal(item[neg]["input_ids"], item["positive"]["input_ids"])
+            assert torch.equal(item[neg]["image_features"], prepared.features.get_one(ann.at[idx, "painting_id"]))
     assert fallbacks == n_fallback_expected
 
     # Deterministic per (seed, epoch); another epoch draws other negatives.
@@ -305,8 +306,8 @@ def test_collate_contract(prepared):
     assert isinstance(batch["painting_id"], list) and len(batch["painting_id"]) == B
     assert batch["neg_wrong_emotion_valid"].dtype == torch.bool and batch["neg_wrong_emotion_valid"].shape == (B,)
     for neg in ("neg_wrong_emotion", "neg_other_image"):
-        assert set(batch[neg]) == seq
-        for key in seq:
+        assert set(batch[neg]) == seq | {"image_features"}
+        for key in seq | {"image_features"}:
             assert batch[neg][key].dtype == batch[key].dtype and batch[neg][key].shape == batch[key].shape
     # Features are the cached ones of each painting.
     assert torch.equal(batch["image_features"], prepared.features.get(batch["painting_id"]))

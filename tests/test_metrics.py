@@ -413,3 +413,14 @@ def test_fingerprint_texts_is_content_sensitive_and_stable() -> None:
     assert base != fingerprint_texts(["a", "b c"], ["awe", "fear"])
     assert base != fingerprint_texts(["a b", "c"], ["awe", "anger"])
     assert len(base) == 64 and all(c in "0123456789abcdef" for c in base)  # usable as a fingerprint
+
+
+def test_nonwords_are_generated_words_outside_the_training_vocabulary():
+    from sevlm.metrics.vocabulary import count_nonwords, nonword_rate, vocabulary
+
+    known = vocabulary(["The sky is dark, and gloomy!", "a serene lake"])
+    assert known == {"the", "sky", "is", "dark", "and", "gloomy", "a", "serene", "lake"}
+    counts = count_nonwords({"p1": "the sererene lake .", "p2": "Gloomy, DARK sky", "p3": ""}, known)
+    assert counts == {"p1": (1, 3), "p2": (0, 3), "p3": (0, 0)}
+    assert nonword_rate(counts) == pytest.approx(1 / 6)
+    assert nonword_rate({}) == 0.0

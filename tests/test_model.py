@@ -95,17 +95,23 @@ def _stack(sentences, keys):
 SEQ_KEYS = ("input_ids", "segment_ids", "attention_mask", "vad", "prompt_mask", "explanation_mask")
 
 
-def make_batch(tok, rows=ROWS, seed=0, length=L) -> dict:
+def make_batch(tok, rows=ROWS, seed=0, length=L, patches=K, feature_dim=D_V) -> dict:
     """A batch following the collate contract, from encode_full_sentence."""
     from sevlm.emotions import emotion_index
 
     pos = [_encode(tok, e, x, length) for e, x, _, _ in rows]
     batch = _stack(pos, SEQ_KEYS + ("labels",))
     batch["emotion"] = torch.tensor([emotion_index(e) for e, *_ in rows])
-    batch["neg_wrong_emotion"] = _stack([_encode(tok, e, n, length) for e, _, n, _ in rows], SEQ_KEYS)
+    # A negative is another annotation's own sentence: another emotion, another painting.
+    other_emotion = {e: rows[(i + 1) % len(rows)][0] for i, (e, *_) in enumerate(rows)}
+    batch["neg_wrong_emotion"] = _stack(
+        [_encode(tok, other_emotion[e], n, length) for e, _, n, _ in rows], SEQ_KEYS
+    )
     batch["neg_other_image"] = _stack([_encode(tok, e, n, length) for e, _, _, n in rows], SEQ_KEYS)
     g = torch.Generator().manual_seed(seed)
-    batch["image_features"] = torch.randn(len(rows), K, D_V, generator=g)
+    batch["image_features"] = torch.randn(len(rows), patches, feature_dim, generator=g)
+    batch["neg_wrong_emotion"]["image_features"] = batch["image_features"]  # same painting
+    batch["neg_other_image"]["image_features"] = torch.randn(len(rows), patches, feature_dim, generator=g)
     return batch
 
 
@@ -246,11 +252,15 @@ def test_padding_never_enters_the_contrastive_means():
     prompt = torch.tensor([[1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0]], dtype=torch.bool)
     expl = torch.tensor([[0, 0, 1, 1, 0, 0], [0, 0, 0, 1, 1, 1]], dtype=torch.bool)
     image = torch.randn(2, 8)
-    ref = head(image, hidden, prompt, expl)
+
+    def score(h):
+        return head(image, masked_mean(h, prompt), masked_mean(h, expl))
+
+    ref = score(hidden)
     dirty = hidden.clone()
     dirty[0, 4:] = 1e30
     dirty[0, 5, 0] = float("nan")
-    assert torch.equal(head(image, dirty, prompt, expl), ref)
+    assert torch.equal(score(dirty), ref)
     assert torch.allclose(masked_mean(hidden, expl)[0], hidden[0, 2:4].mean(0))
 
 
@@ -481,8 +491,7 @@ def test_paper_shaped_model_forward(tok):
     model = SEVLM.from_config(cfg, tok, image_feature_dim=768, vad_lexicon=LEXICON)
     assert isinstance(model.decoder.image_proj, nn.Identity)
     assert model.decoder.gpt.config.n_layer == 6 and model.decoder.gpt.config.n_head == 12
-    batch = make_batch(tok, rows=ROWS[:2], length=30)
-    batch["image_features"] = torch.randn(2, 196, 768)
+    batch = make_batch(tok, rows=ROWS[:2], length=30, patches=196, feature_dim=768)
     with torch.no_grad():
         out = model(batch)
     assert out.logits.shape == (2, 30, len(tok))
@@ -515,6 +524,37 @@ def test_pretrained_decoder_loading_from_a_local_directory(tok, tmp_path):
     model = SEVLM.from_config(
         dataclasses.replace(tiny().model, decoder=cfg, contrastive_hidden=16), tok, 16, vad_lexicon=LEXICON
     )
-    batch = make_batch(tok, rows=ROWS[:2])
-    batch["image_features"] = torch.randn(2, K, 16)
+    batch = make_batch(tok, rows=ROWS[:2], feature_dim=16)
     assert torch.isfinite(model(batch).loss)
+
+
+@pytest.mark.parametrize("switches", [BASELINE, {}])
+def test_closed_set_emotion_scores_are_the_prompt_likelihoods(tok, switches):
+    """Each emotion's score is the log-likelihood of "<emotion> because" after the
+    inference prompt, computed here directly one sentence at a time through the training
+    path (encode_full_sentence + the teacher-forced forward); the best one wins."""
+    from sevlm.emotions import EMOTIONS
+
+    model = build(tok, **switches).eval()
+    feats = torch.randn(3, K, D_V, generator=torch.Generator().manual_seed(5))
+    scores = model.emotion_log_likelihoods(feats)
+    assert scores.shape == (3, len(EMOTIONS)) and torch.isfinite(scores).all()
+    n_prompt = len(tok.inference_prompt()[0])
+    suppressed = model._suppressed_ids()
+    for e, emotion in enumerate(EMOTIONS):
+        s = tok.encode_full_sentence(emotion, "x", vad=LEXICON, max_length=L)
+        end = n_prompt + len(tok.emotion_ids[emotion]) + 1  # ... emotion words, " because"
+        ids = torch.tensor([s.input_ids[:end]])
+        seq = {"input_ids": ids, "segment_ids": torch.tensor([s.segment_ids[:end]]),
+               "attention_mask": torch.ones_like(ids), "vad": torch.tensor([s.vad[:end]]),
+               "explanation_mask": torch.tensor([s.explanation_mask[:end]], dtype=torch.bool)}
+        for b in range(3):
+            with torch.no_grad():
+                hidden = model.sequence_hidden_states(seq, model.decoder.project_image(feats[b:b + 1]))
+                logits = model.decoder.lm_head(hidden)[0].float()
+            logits[:, suppressed] = float("-inf")
+            logp = torch.log_softmax(logits, -1)
+            direct = sum(logp[t - 1, ids[0, t]] for t in range(n_prompt, end))
+            assert scores[b, e].item() == pytest.approx(direct.item(), abs=1e-4)
+    # The order of the images does not matter; the argmax is the prediction.
+    assert torch.allclose(model.emotion_log_likelihoods(feats.flip(0)), scores.flip(0), atol=1e-5)

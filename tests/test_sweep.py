@@ -82,18 +82,17 @@ def _isolated(tmp_path, monkeypatch):
 def client_for(db: Path):
     # Through the sweep's own opener: a test polling a database that a sweep is creating
     # must not race MLflow's table creation (see test_concurrent_openers_of_a_new_store).
-    from trainables.mlflow_tracking import open_tracking_store
+    from trainables.mlflow_store import open_tracking_store
 
     return open_tracking_store(f"sqlite:///{db}")
 
 
 def sweep_runs(db: Path, sweep_name: str):
+    from trainables import mlflow_store
+
     client = client_for(db)
-    exp = client.get_experiment_by_name(schema.DEFAULT_EXPERIMENT)
-    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{schema.TAG_SWEEP_NAME}` = '{sweep_name}'")
-    parents = [r for r in runs if r.data.tags.get(schema.TAG_ROLE) == schema.ROLE_PARENT]
-    trials = [r for r in runs if r.data.tags.get(schema.TAG_ROLE) == schema.ROLE_TRIAL]
-    return client, parents, trials
+    runs = mlflow_store.sweep_runs(client, sweep_name)
+    return client, [runs.parent] if runs.parent else [], runs.trials
 
 
 def steps(client, run_id: str, key: str) -> list[int]:
@@ -197,7 +196,7 @@ def test_help_lists_the_flags(capsys):
 
 
 def test_tracking_uri_resolution(tmp_path, monkeypatch):
-    from trainables.mlflow_tracking import resolve_tracking_uri, ui_command
+    from trainables.mlflow_store import resolve_tracking_uri, ui_command
 
     assert resolve_tracking_uri(None, tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert resolve_tracking_uri("sqlite:///x/y.db", tmp_path) == f"sqlite:///{tmp_path / 'x' / 'y.db'}"
@@ -215,7 +214,7 @@ def test_concurrent_openers_of_a_new_store(tmp_path):
     # Two sweeps started at once on a new mlflow.db: MLflow creates the tables in each
     # process without a lock, and without ours all but one of them failed.
     db = tmp_path / "new.db"
-    code = ("import sys; from sweeps.common import check_tracking; "
+    code = ("import sys; from sweeps.spec import check_tracking; "
             f"check_tracking('sqlite:///{db}'); print('opened')")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
@@ -228,7 +227,7 @@ def test_concurrent_openers_of_a_new_store(tmp_path):
 
 
 def test_both_negatives_off_means_no_contrastive_loss(tmp_path):
-    from trainables.ray_trainable import TrialSettings, trial_config
+    from trainables.trial import TrialSettings, trial_config
 
     settings = TrialSettings(sweep_name="s", storage_path=str(tmp_path))
     cfg = trial_config(settings, {"model.neg_wrong_emotion": False, "model.neg_other_image": False}, "s_t1")

@@ -166,3 +166,40 @@ def test_open_clip_and_transformers_import_on_cpu_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("ok")
+
+
+def test_training_and_generation_give_the_same_vad_to_word_pieces():
+    """Training (both sentence builders) and generation (GeneratedTokenFeatures, what
+    SEVLM.generate feeds back) give every token the VAD of its word prefix so far: the same
+    vectors for the same tokens, and no piece reveals the pieces that follow it."""
+    import numpy as np
+
+    from sevlm.data.dataset import _SentenceBuilder
+    from sevlm.text import GeneratedTokenFeatures
+
+    tok = SEVLMTokenizer.offline(8000)  # the tiny preset's vocabulary: many split words
+    lexicon = load_lexicon("warriner")
+    text = "this serene landscape looks curious, afraid and melancholic to me."
+    ids, keys = tok.encode_words(text)
+    assert len(ids) > len(text.split())  # several words are split into pieces
+    serene = tok.encode_text(" serene")
+    assert len(serene) > 1 and lexicon("serene") != (0.0, 0.0, 0.0)
+    start = ids.index(serene[0])
+    assert keys[start] != "serene" and keys[start + len(serene) - 1] == "serene"
+
+    builder = _SentenceBuilder(tok, lexicon, max_length=40)
+    for emotion in ("awe", "something else"):
+        sentence = tok.encode_full_sentence(emotion, text, vad=lexicon, max_length=40)
+        built = builder.build(EMOTIONS.index(emotion), *builder.explanation(text))
+        assert np.allclose(built["vad"], np.asarray(sentence.vad, dtype=np.float32))
+
+        # Generation: after "<bos> the emotion is", feed the sentence's own tokens.
+        prompt, segments = tok.inference_prompt()
+        n = sum(sentence.attention_mask)
+        fed = sentence.input_ids[len(prompt): n - 1]  # emotion words ... last explanation token
+        features = GeneratedTokenFeatures(tok, lexicon, 1, segments[-1])
+        generated = [features.step([t]) for t in fed]
+        gen_vad = [v[0] for _, _, v in generated]
+        gen_segments = [s[0] for s, _, _ in generated]
+        assert np.allclose(gen_vad, np.asarray(sentence.vad[len(prompt): n - 1]))
+        assert gen_segments == sentence.segment_ids[len(prompt): n - 1]

@@ -1,6 +1,7 @@
 """Every name the sweeps write to MLflow, in one place (read by ``analysis/``).
 
-This module imports nothing (not even the standard library) so that any tool can read it.
+This module imports nothing (not even the standard library) so that any tool can read it;
+only its metric lists import sevlm's evaluation, on first use.
 
 Layout of one sweep in MLflow
 -----------------------------
@@ -19,7 +20,7 @@ keys (``model.alpha``, ``train.lr_decoder``, ``seed``, ``preset``, ...) plus
 the sweep settings under :data:`PARENT_PARAM_PREFIX`.
 
 Metrics of a trial run, logged with ``step`` = the optimizer step of the evaluation:
-:data:`TRAIN_LOSS_METRICS`, :data:`THROUGHPUT_METRIC`, :data:`PEAK_MEMORY_METRIC`,
+the ``train/...`` losses, :data:`THROUGHPUT_METRIC`, :data:`PEAK_MEMORY_METRIC`,
 :data:`EPOCH_METRIC` and the ``val/...`` metrics (:data:`VAL_METRICS`) once per
 evaluation; the finer training curve every ``train.log_every_steps`` steps under
 :data:`TRAIN_STEP_PREFIX`; the final ``test/...`` metrics (:data:`TEST_METRICS`) and
@@ -35,23 +36,24 @@ SCHEMA_VERSION = "1"
 DEFAULT_EXPERIMENT = "sevlm-sweeps"
 
 # ---------------------------------------------------------------------------- tags
-TAG_PREFIX = "sevlm."
 TAG_SCHEMA_VERSION = "sevlm.schema_version"
 TAG_ROLE = "sevlm.role"
 ROLE_PARENT = "parent"
 ROLE_TRIAL = "trial"
 
 TAG_SWEEP_NAME = "sevlm.sweep_name"  # Tune experiment name; on parent and trials
-TAG_SWEEP_KIND = "sevlm.sweep_kind"  # "alpha_search", "ablation", ...
+TAG_SWEEP_KIND = "sevlm.sweep_kind"  # "alpha_search", "ablations" (the script's name)
 TAG_SWEEP_PATH = "sevlm.sweep_path"  # Tune experiment directory (for --resume)
-TAG_METRIC = "sevlm.metric"  # the metric the sweep optimises (parent and trials)
-TAG_MODE = "sevlm.mode"  # "max" or "min"
-TAG_SEARCH_SPACE = "sevlm.search_space"  # JSON {param: spec}; parent
+TAG_METRIC = "sevlm.metric"  # the metric the sweep optimises, higher is better (parent and trials)
+TAG_SEARCH_SPACE = "sevlm.search_space"  # JSON {param: spec}; parent of an alpha search
+TAG_GRID = "sevlm.grid"  # JSON {"variants": {name: overrides}, "seeds": [...]}; parent of an ablation sweep
 TAG_RESUME_COUNT = "sevlm.resume_count"  # parent: how often the sweep was resumed
 TAG_TRIAL_ID = "sevlm.trial_id"  # Tune trial id
 TAG_TRIAL_NAME = "sevlm.trial_name"  # deterministic run name = Ray Train run name
 TAG_TRIAL_INDEX = "sevlm.trial_index"  # 0, 1, ... in order of creation
-TAG_IS_PAPER_CONFIG = "sevlm.is_paper_config"  # "true" for the paper's configuration
+TAG_IS_PAPER_CONFIG = "sevlm.is_paper_config"  # alpha search: "true" for the paper's configuration
+TAG_VARIANT = "sevlm.variant"  # ablation sweep: the variant's name (sevlm.variants.VARIANTS)
+TAG_SEED = "sevlm.seed"  # ablation sweep: the trial's seed (also the param "seed")
 TAG_TRIAL_STARTS = "sevlm.trial_starts"  # how often the Tune trial was (re)started
 TAG_WORKER_STARTS = "sevlm.worker_starts"  # how often a training worker (re)started
 TAG_RESUMED_FROM_STEP = "sevlm.resumed_from_step"  # last resume: checkpoint step
@@ -62,7 +64,7 @@ TAG_BEST_STEP = "sevlm.best_step"
 TAG_NODE_IP = "sevlm.node_ip"  # node of the latest training worker
 TAG_NODE_ID = "sevlm.node_id"  # Ray node id of the latest training worker
 TAG_NODE_IDS = "sevlm.node_ids"  # every Ray node a training worker of the trial ran on
-TAG_DEVICE = "sevlm.device"  # "cpu" or "gpu"
+TAG_DEVICE = "sevlm.device"  # "cpu" or "gpu": what the latest training worker ran on
 TAG_TRIALS_TOTAL = "sevlm.trials_total"  # parent, at the end
 TAG_TRIALS_FINISHED = "sevlm.trials_finished"
 TAG_TRIALS_FAILED = "sevlm.trials_failed"
@@ -70,9 +72,8 @@ TAG_TRIALS_KILLED = "sevlm.trials_killed"
 TAG_BEST_TRIAL_ID = "sevlm.best_trial_id"  # parent, at the end
 TAG_BEST_RUN_ID = "sevlm.best_run_id"
 
-# MLflow's own tags that the sweeps set.
+# MLflow's own tag that nests a trial run under its parent.
 MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"
-MLFLOW_RUN_NAME = "mlflow.runName"
 
 # Values of TAG_END_REASON.
 END_COMPLETED = "completed"  # trained and tested (MLflow status FINISHED)
@@ -88,34 +89,22 @@ STATUS_FAILED = "FAILED"
 STATUS_KILLED = "KILLED"
 
 # -------------------------------------------------------------------------- params
-# Trial runs: every key of sevlm.config.to_flat_dict(cfg), unchanged, plus these two.
+# Trial runs: every key of sevlm.config.to_flat_dict(cfg), unchanged ("seed", "preset",
+# "model.alpha", ...), plus these two.
 PARAM_DATA_FINGERPRINT = "data.fingerprint"
 PARAM_CODE_VERSION = "code_version"
-PARAM_SEED = "seed"
-PARAM_PRESET = "preset"
-# Searched parameters (the alpha search); their values are the trial's params above.
-SEARCH_PARAMS = (
-    "model.alpha",
-    "train.lr_decoder",
-    "train.lr_vad",
-    "model.emotion_encoder_layers",
-    "model.neg_wrong_emotion",
-    "model.neg_other_image",
-)
-# Parent runs: "sweep.<setting>" (num_trials, concurrency, metric, mode, scheduler, ...),
-# "sweep.space.<param>" (the search-space spec of a parameter) and
+# Parent runs: "sweep.<setting>" (kind, strategy, num_trials, concurrency, metric, ...; an
+# alpha search adds its searcher and scheduler settings, an ablation sweep "sweep.variants"
+# and "sweep.seeds"), "sweep.space.<param>" (alpha search: the search-space spec of a
+# parameter) and
 # "sweep.set.<config key>" (a fixed override applied to every trial).
 PARENT_PARAM_PREFIX = "sweep."
 PARENT_SPACE_PREFIX = "sweep.space."
 PARENT_OVERRIDE_PREFIX = "sweep.set."
 
 # ------------------------------------------------------------------------- metrics
-TRAIN_LOSS_METRICS = (
-    "train/loss",
-    "train/loss_language",
-    "train/loss_emotion",
-    "train/loss_contrastive",
-)
+# Training losses: every "train/..." value the loop reports (train/loss, train/loss_language,
+# ...), once per evaluation.
 THROUGHPUT_METRIC = "train/samples_per_s"
 PEAK_MEMORY_METRIC = "train/peak_memory_mb"  # GPU memory on GPU, process RSS on CPU
 EPOCH_METRIC = "epoch"
@@ -124,27 +113,19 @@ EPOCH_METRIC = "epoch"
 WORKER_START_METRIC = "worker/start_step"
 # The finer training curve (every train.log_every_steps steps): "train_step/loss", ...
 TRAIN_STEP_PREFIX = "train_step/"
-EVAL_METRIC_NAMES = (
-    "acc",
-    "ea",
-    "bleu1",
-    "bleu2",
-    "bleu3",
-    "bleu4",
-    "meteor",
-    "rouge_l",
-    "cider",
-    "unique",
-    "paintings",
-)
+# Every evaluation reports "<split>/<name>" for each name of sevlm's own list
+# (sevlm.training.evaluation.EVAL_METRIC_NAMES). EVAL_METRIC_NAMES, VAL_METRICS,
+# TEST_METRICS and OPTIMIZABLE_METRICS below are read from it on first use (see
+# __getattr__: importing the evaluation pulls torch, which readers of the other names
+# should not pay for).
 VAL_PREFIX = "val/"
 TEST_PREFIX = "test/"
-VAL_METRICS = tuple(VAL_PREFIX + m for m in EVAL_METRIC_NAMES)
-TEST_METRICS = tuple(TEST_PREFIX + m for m in EVAL_METRIC_NAMES)
+COUNT_METRIC = "paintings"  # a count, not a score
+# Never optimised: the count, and the non-word rate (lower is better, but the training loop
+# and the sweeps keep the highest value of the metric they monitor).
+NOT_OPTIMIZABLE = (COUNT_METRIC, "nonword_rate")
 BEST_STEP_METRIC = "best_step"
 BEST_PREFIX = "best_"  # "best_val/bleu4": best value of the loop's monitored metric
-# Metrics a sweep may optimise ("val/paintings" is a count, not a score).
-OPTIMIZABLE_METRICS = tuple(m for m in VAL_METRICS if m != "val/paintings")
 # Parent run, at the end: the best trial's value of the optimised metric.
 PARENT_BEST_METRIC_PREFIX = "best_trial/"
 
@@ -153,7 +134,6 @@ PARENT_BEST_METRIC_PREFIX = "best_trial/"
 ARTIFACT_PREDICTIONS_DIR = "predictions"
 ARTIFACT_PREDICTIONS_TEST = "predictions/test.csv"
 ARTIFACT_SAMPLES_DIR = "samples"  # samples.json + the images it names
-ARTIFACT_SAMPLES_FILE = "samples/samples.json"
 ARTIFACT_BEST_CHECKPOINT = "best_checkpoint.json"  # {"path", "step", "metric", "value"}
 ARTIFACT_FINAL_METRICS = "final_metrics.json"
 ARTIFACT_CONFIG = "config.json"  # the flattened configuration, as JSON
@@ -161,6 +141,23 @@ ARTIFACT_CONFIG = "config.json"  # the flattened configuration, as JSON
 ARTIFACT_SWEEP_SPEC = "sweep/spec.json"  # every setting of the sweep (for --resume too)
 ARTIFACT_SWEEP_RESULTS = "sweep/results.csv"  # one row per trial: config + metrics
 ARTIFACT_SWEEP_BEST = "sweep/best.json"  # the best trial: config, metrics, run id
+
+
+def __getattr__(name):
+    # The metric lists, derived from sevlm's when first asked for.
+    if name not in ("EVAL_METRIC_NAMES", "VAL_METRICS", "TEST_METRICS", "OPTIMIZABLE_METRICS"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from sevlm.training.evaluation import EVAL_METRIC_NAMES
+
+    lists = {
+        "EVAL_METRIC_NAMES": tuple(EVAL_METRIC_NAMES),
+        "VAL_METRICS": tuple(VAL_PREFIX + m for m in EVAL_METRIC_NAMES),
+        "TEST_METRICS": tuple(TEST_PREFIX + m for m in EVAL_METRIC_NAMES),
+        # Metrics a sweep may optimise.
+        "OPTIMIZABLE_METRICS": tuple(VAL_PREFIX + m for m in EVAL_METRIC_NAMES if m not in NOT_OPTIMIZABLE),
+    }
+    globals().update(lists)
+    return lists[name]
 
 
 def trial_run_name(sweep_name, trial_id):
@@ -184,9 +181,6 @@ def search_filter_parent(sweep_name):
     )
 
 
-def search_filter_trials(sweep_name):
-    """MLflow ``filter_string`` that finds every trial run of a sweep."""
-    return (
-        "tags.`" + TAG_SWEEP_NAME + "` = '" + str(sweep_name) + "' and tags.`"
-        + TAG_ROLE + "` = '" + ROLE_TRIAL + "'"
-    )
+def search_filter_sweep(sweep_name):
+    """MLflow ``filter_string`` that finds every run of a sweep (parent and trials)."""
+    return "tags.`" + TAG_SWEEP_NAME + "` = '" + str(sweep_name) + "'"

@@ -10,16 +10,18 @@ Training examples (:class:`TrainingExamples`, one per training annotation) carry
 contrastive head needs:
 
 - the positive full sentence ``<bos> the emotion is <e> because <X> <eos>``;
-- ``neg_wrong_emotion`` (X≠M): the positive's emotion prompt followed by an utterance of
-  the **same painting** whose emotion differs from the positive's. When the painting has
-  none (its annotators were unanimous), the fallback is an utterance of **another
-  painting** with a different emotion: still an explanation of a wrong emotion, so
-  ``neg_wrong_emotion_valid`` stays True. Such items are counted
-  (``TrainingExamples.stats["wrong_emotion_fallback_items"]``, also in the load report);
-  unanimous paintings are never dropped. ``valid`` is False only if no annotation of the
-  whole split has another emotion;
-- ``neg_other_image`` (X≠I): the positive's emotion prompt followed by an utterance of
-  another painting.
+- ``neg_wrong_emotion`` (X≠M): an annotation of the **same painting** whose emotion differs
+  from the positive's. When the painting has none (its annotators were unanimous), the
+  fallback is an annotation of **another painting** with a different emotion: still an
+  explanation of a wrong emotion, so ``neg_wrong_emotion_valid`` stays True. Such items
+  are counted (``TrainingExamples.stats["wrong_emotion_fallback_items"]``, also in the load
+  report); unanimous paintings are never dropped. ``valid`` is False only if no annotation
+  of the whole split has another emotion;
+- ``neg_other_image`` (X≠I): an annotation of another painting.
+
+A negative is that annotation's own full sentence (its own emotion prompt and explanation)
+with its own painting's features: the contrastive head compares the anchor's image and
+emotion with the features of a real explanation (see ``sevlm.model.sevlm``).
 
 No negative ever has the positive's text. Negatives are drawn with
 ``numpy.random.default_rng((seed, epoch, index))``: deterministic per seed, epoch and item,
@@ -60,11 +62,11 @@ from sevlm.data.artemis import (
 from sevlm.data.feature_cache import FeatureCache
 from sevlm.data.synthetic import dataset_name, generate_synthetic_artemis
 from sevlm.emotions import EMOTION_TO_INDEX, EMOTIONS
-from sevlm.text import CONNECTIVE, IGNORE_INDEX, normalize_whitespace, tokenizer_cache_key, word_key
+from sevlm.text import CONNECTIVE, IGNORE_INDEX, normalize_whitespace, tokenizer_cache_key
 
 log = logging.getLogger(__name__)
 
-DATA_VERSION = "sevlm-data-1"
+DATA_VERSION = "sevlm-data-2"  # 2: word-prefix VAD of BPE pieces
 ANNOTATION_COLUMNS = ["painting_id", "art_style", "painting", "emotion", "utterance"]
 SENTENCE_KEYS = ("input_ids", "segment_ids", "attention_mask", "vad", "prompt_mask", "explanation_mask")
 
@@ -278,7 +280,7 @@ class _SentenceBuilder:
             np.array([tokenizer.bos_id, *tokenizer.prompt_ids, *tokenizer.emotion_ids[e]], dtype=np.int64) for e in EMOTIONS
         ]
         self.connective_vad = np.array(self._vad(CONNECTIVE), dtype=np.float32)
-        self._word_cache: dict[str, tuple[list[int], tuple[float, float, float]]] = {}
+        self._word_cache: dict[str, tuple[list[int], list[tuple[float, float, float]]]] = {}
 
     def _vad(self, key: str) -> tuple[float, float, float]:
         return (0.0, 0.0, 0.0) if self.lexicon is None else tuple(self.lexicon(key))
@@ -292,10 +294,12 @@ class _SentenceBuilder:
                 continue
             hit = self._word_cache.get(word)
             if hit is None:
-                hit = (self.tokenizer.encode_text(" " + word), self._vad(word_key(word)))
+                word_ids = self.tokenizer.encode_text(" " + word)
+                keys = self.tokenizer.piece_word_keys(word_ids)
+                hit = (word_ids, [self._vad(k) for k in keys])
                 self._word_cache[word] = hit
             ids.extend(hit[0])
-            vad.extend([hit[1]] * len(hit[0]))
+            vad.extend(hit[1])
         n = len(ids)
         return np.array(ids[: self.L], dtype=np.int32), np.array(vad[: self.L], dtype=np.float32).reshape(-1, 3), n
 
@@ -478,6 +482,13 @@ class TrainingExamples(Dataset):
             raise ValueError("no utterance of another painting differs from the positive's text")
         return wrong, fallback, other
 
+    def _own_sentence(self, j: int) -> dict[str, np.ndarray]:
+        """Annotation j's own full sentence, with its own painting's features when cached."""
+        sentence = self.builder.build(int(self.emotions[j]), *self._explanation(j))
+        if self.features is not None:
+            sentence["image_features"] = self.features.get_one(self.painting_ids[j])
+        return sentence
+
     def __getitem__(self, index) -> dict:
         if isinstance(index, (tuple, list)):
             i, epoch = int(index[0]), int(index[1])
@@ -487,8 +498,8 @@ class TrainingExamples(Dataset):
         positive = self.builder.build(e, *self._explanation(i))
         wrong, fallback, other = self.negatives(i, epoch)
         valid = wrong is not None
-        neg_m = self.builder.build(e, *self._explanation(wrong if valid else other))
-        neg_i = self.builder.build(e, *self._explanation(other))
+        neg_m = self._own_sentence(wrong if valid else other)
+        neg_i = self._own_sentence(other)
         item = {
             "index": i,
             "painting_id": self.painting_ids[i],
@@ -511,7 +522,10 @@ def _stack(items: Sequence[dict], key: str, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _sentences(parts: Sequence[dict], with_labels: bool) -> dict[str, torch.Tensor]:
-    out = {
+    out = {} if "image_features" not in parts[0] else {
+        "image_features": torch.stack([torch.as_tensor(p["image_features"]) for p in parts]).to(torch.float32)
+    }
+    out |= {
         "input_ids": _stack(parts, "input_ids", torch.long),
         "segment_ids": _stack(parts, "segment_ids", torch.long),
         "attention_mask": _stack(parts, "attention_mask", torch.long),
@@ -531,7 +545,8 @@ def collate(items: Sequence[dict]) -> dict:
     long (B,L); ``vad`` float32 (B,L,3); ``prompt_mask, explanation_mask`` bool (B,L);
     ``emotion`` long (B,); ``painting_id`` list[str]; ``neg_wrong_emotion`` and
     ``neg_other_image``: dicts with ``input_ids, segment_ids, attention_mask, vad,
-    prompt_mask, explanation_mask``; ``neg_wrong_emotion_valid`` bool (B,).
+    prompt_mask, explanation_mask`` and ``image_features`` (the negative annotation's own
+    sentence and painting); ``neg_wrong_emotion_valid`` bool (B,).
     """
     batch: dict = {}
     if "image_features" in items[0]:

@@ -20,11 +20,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import pandas as pd
+
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+from sevlm.metrics.corpus_stats import tokenized_statistics
 
 # An empty (or punctuation-only) generated explanation is scored as this single token.
 # Why: pycocoevalcap's METEOR wrapper talks to Java line by line and is fragile on empty
@@ -61,6 +65,9 @@ class CaptionScores:
     rouge_l: float
     cider: float
     per_painting: dict[str, dict[str, float | None]] = field(repr=False)
+    # Per painting (index, sorted ids): the sufficient statistics of corpus BLEU, CIDEr and
+    # ROUGE-L (sevlm.metrics.corpus_stats.STAT_COLUMNS), for resampling tests.
+    statistics: pd.DataFrame | None = field(default=None, repr=False)
 
     def corpus(self) -> dict[str, float]:
         """Corpus scores by name, without disabled metrics (ready for metric logging)."""
@@ -120,6 +127,7 @@ def score_explanations(
         rouge_l=float(rouge_corpus),
         cider=float(cider_corpus),
         per_painting=per_painting,
+        statistics=tokenized_statistics(gts, res),
     )
 
 

@@ -52,8 +52,8 @@ class ContrastiveHead(nn.Module):
     """S(I, M, X) = MLP(mean(f_I) ⊕ mean(f'_M) ⊕ mean(f'_X)) -> scalar score.
 
     ``f_I`` are the (projected) image patch tokens, ``f'_M``/``f'_X`` the decoder's last
-    hidden states on the prompt / explanation positions. Two hidden layers of width
-    ``hidden`` with ReLU.
+    hidden states on the prompt / explanation positions (their masked means are the
+    inputs). Two hidden layers of width ``hidden`` with ReLU.
     """
 
     def __init__(self, image_dim: int, text_dim: int, hidden: int) -> None:
@@ -66,12 +66,10 @@ class ContrastiveHead(nn.Module):
             nn.Linear(hidden, 1),
         )
 
-    def forward(self, image_mean: torch.Tensor, hidden: torch.Tensor,
-                prompt_mask: torch.Tensor, explanation_mask: torch.Tensor) -> torch.Tensor:
-        """``image_mean`` (B, d_I), ``hidden`` (B, L, d) -> scores (B,)."""
-        m = masked_mean(hidden, prompt_mask)
-        x = masked_mean(hidden, explanation_mask)
-        feats = torch.cat([image_mean.to(m.dtype), m, x], dim=-1)
+    def forward(self, image_mean: torch.Tensor, prompt_mean: torch.Tensor,
+                explanation_mean: torch.Tensor) -> torch.Tensor:
+        """(B, d_I), (B, d), (B, d) -> scores (B,)."""
+        feats = torch.cat([image_mean.to(prompt_mean.dtype), prompt_mean, explanation_mean], dim=-1)
         return self.mlp(feats).squeeze(-1)
 
 

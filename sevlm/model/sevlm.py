@@ -16,8 +16,9 @@ Batch contract of :meth:`SEVLM.forward` (produced by the data collate)::
     neg_wrong_emotion  dict                negative X_{!=M}: input_ids, segment_ids,
     neg_other_image    dict                negative X_{!=I}: attention_mask, vad,
                                            prompt_mask, explanation_mask (B, L) (vad
-                                           (B, L, 3)); the positive's prompt M followed by
-                                           the negative explanation
+                                           (B, L, 3)) and image_features (B, K, d_v): the
+                                           negative's own full sentence (its own emotion
+                                           prompt and explanation) and its own painting
     neg_wrong_emotion_valid  bool (B,), optional: False = that row's X_{!=M} negative is
                                            left out of its softmax (masked with -inf), e.g.
                                            a painting whose annotations all share one
@@ -25,8 +26,16 @@ Batch contract of :meth:`SEVLM.forward` (produced by the data collate)::
 
 Only the negatives that are enabled are read (a disabled negative may be absent). The
 positive and the enabled negatives go through one decoder call (concatenated along the
-batch, image features repeated); only the positive contributes the language and emotion
-losses.
+batch); only the positive contributes the language and emotion losses.
+
+Contrastive features (paper eq. 6-7): a triple scores S(I, M, X) = MLP(mean f_I ⊕ mean f'_M
+⊕ mean f'_X) with the anchor's image and prompt features and the explanation's features
+*as the decoder reads that explanation in its own sentence* (its own painting and emotion
+prompt), as the reference code does by pairing a row with other rows' explanation
+features. Reading a negative explanation after the anchor's image and emotion instead
+(this project's first version) asks the decoder itself to represent contradictory
+sentences it never has to generate, and its gradient on the shared decoder outweighed the
+language loss's several times over (``python -m sevlm.training.loss_diagnostics``).
 
 Losses: ``L = L_language + L_emotion + alpha * L_contrastive`` over the enabled terms.
 
@@ -49,11 +58,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sevlm.config import ModelConfig
+from sevlm.config import ModelConfig, validate
+from sevlm.emotions import EMOTIONS
 from sevlm.model.decoder import SEVLMDecoder, build_decoder
 from sevlm.model.emotion import VADEmotionModel
-from sevlm.model.heads import ContrastiveHead, VADHead, contrastive_loss, emotion_loss
-from sevlm.text import IGNORE_INDEX, word_key
+from sevlm.model.heads import ContrastiveHead, VADHead, contrastive_loss, emotion_loss, masked_mean
+from sevlm.text import IGNORE_INDEX, GeneratedTokenFeatures
 
 NEGATIVES = ("neg_wrong_emotion", "neg_other_image")
 SEQUENCE_KEYS = ("input_ids", "segment_ids", "attention_mask", "vad", "prompt_mask", "explanation_mask")
@@ -106,7 +116,6 @@ class SEVLM(nn.Module):
             if on and contrastive_head is not None
         )
         self.vad_lexicon = vad_lexicon
-        self._token_text: dict[int, str] = {}
 
     # ---------------------------------------------------------------- construction
 
@@ -125,13 +134,7 @@ class SEVLM(nn.Module):
         Modules that are off do not exist (the baseline has only the decoder). Each
         component is initialised from its own seed derived from ``seed``.
         """
-        if cfg.use_contrastive and not (cfg.neg_wrong_emotion or cfg.neg_other_image):
-            raise ValueError(
-                "use_contrastive=True needs at least one negative type: set "
-                "neg_wrong_emotion and/or neg_other_image to True (or use_contrastive=False)"
-            )
-        if cfg.emotion_encoder_layers < 0:
-            raise ValueError(f"emotion_encoder_layers must be >= 0, got {cfg.emotion_encoder_layers}")
+        validate(cfg)
         decoder = build_decoder(
             cfg.decoder, tokenizer, image_feature_dim, seed=seed + _SEED_DECODER,
             attn_implementation=attn_implementation,
@@ -209,15 +212,19 @@ class SEVLM(nn.Module):
         pos = {k: batch[k] for k in SEQUENCE_KEYS}
         bsz = pos["input_ids"].shape[0]
         seqs = [pos]
+        images = [batch["image_features"]]
         for name in self.negatives:
             if name not in batch:
                 raise KeyError(f"batch has no {name!r}: the model's contrastive loss needs it")
+            if "image_features" not in batch[name]:
+                raise KeyError(f"batch[{name!r}] has no 'image_features' (the negative's own painting)")
             seqs.append(batch[name])
+            images.append(batch[name]["image_features"])
         n = len(seqs)
         merged = _concat_sequences(seqs, self.tokenizer.pad_id, self.tokenizer.explanation_segment_id)
 
-        enc = self.decoder.project_image(batch["image_features"])
-        enc_all = enc.repeat(n, 1, 1) if n > 1 else enc
+        enc_all = self.decoder.project_image(torch.cat(images, dim=0) if n > 1 else images[0])
+        enc = enc_all[:bsz]
         hidden = self.sequence_hidden_states(merged, enc_all)
         length = pos["input_ids"].shape[1]
         h_pos = hidden[:bsz, :length]
@@ -237,8 +244,10 @@ class SEVLM(nn.Module):
         scores = None
         if self.contrastive_head is not None:
             image_mean = enc.mean(dim=1)
+            prompt_mean = masked_mean(h_pos, pos["prompt_mask"])
+            explanation_means = masked_mean(hidden, merged["explanation_mask"])
             all_scores = self.contrastive_head(
-                image_mean.repeat(n, 1), hidden, merged["prompt_mask"], merged["explanation_mask"]
+                image_mean.repeat(n, 1), prompt_mean.repeat(n, 1), explanation_means
             ).view(n, bsz)
             valid = [
                 batch.get("neg_wrong_emotion_valid") if name == "neg_wrong_emotion" else None
@@ -259,12 +268,57 @@ class SEVLM(nn.Module):
 
     # ---------------------------------------------------------------- generation
 
-    def _text_of(self, token_id: int) -> str:
-        text = self._token_text.get(token_id)
-        if text is None:
-            text = self.tokenizer.hf.decode([token_id])
-            self._token_text[token_id] = text
-        return text
+    @torch.no_grad()
+    def emotion_log_likelihoods(self, image_features: torch.Tensor) -> torch.Tensor:
+        """(B, 9) log-likelihood of "<emotion> because" after "<bos> the emotion is".
+
+        The closed-set emotion prediction (argmax over ArtEmis' nine emotions, in
+        :data:`sevlm.emotions.EMOTIONS` order) has none of the sampling noise of reading
+        the emotion off a nucleus-sampled generation. The connective ends the emotion
+        phrase, so a one-token emotion is not favoured over "something else". Tokens are
+        fed as generation feeds them (segments, VAD) and scored under generation's
+        distribution (the never-generated special tokens excluded).
+        """
+        tok = self.tokenizer
+        prompt_ids, prompt_segs = tok.inference_prompt()
+        lexicon = self.vad_lexicon if self.vad_model is not None else None
+        continuations = [[*tok.emotion_ids[e], tok.connective_id] for e in EMOTIONS]
+        width = len(prompt_ids) + max(len(c) for c in continuations)
+        n_emo, n_prompt = len(continuations), len(prompt_ids)
+        ids = torch.full((n_emo, width), tok.pad_id, dtype=torch.long)
+        segs = torch.full((n_emo, width), tok.explanation_segment_id, dtype=torch.long)
+        vad = torch.zeros(n_emo, width, 3)
+        expl = torch.zeros(n_emo, width, dtype=torch.bool)
+        scored = torch.zeros(n_emo, width, dtype=torch.bool)  # positions whose token is scored
+        for e, cont in enumerate(continuations):
+            features = GeneratedTokenFeatures(tok, lexicon, 1, prompt_segs[-1])
+            steps = [features.step([t]) for t in cont]
+            end = n_prompt + len(cont)
+            ids[e, :end] = torch.tensor(prompt_ids + cont)
+            segs[e, :end] = torch.tensor(prompt_segs + [s[0] for s, _, _ in steps])
+            vad[e, n_prompt:end] = torch.tensor([v[0] for _, _, v in steps])
+            expl[e, n_prompt:end] = torch.tensor([x[0] for _, x, _ in steps])
+            scored[e, n_prompt:end] = True
+        attention = ids != tok.pad_id
+        bsz, device = image_features.shape[0], image_features.device
+
+        def per_image(x: torch.Tensor) -> torch.Tensor:  # (E, ...) -> (B*E, ...)
+            return x.to(device).repeat(bsz, *([1] * (x.dim() - 1)))
+
+        was_training = self.training
+        self.eval()
+        try:
+            enc = self.decoder.project_image(image_features).repeat_interleave(n_emo, dim=0)
+            embeds = self.embed(per_image(ids), per_image(vad), per_image(expl))
+            hidden, _ = self.decoder(embeds, token_type_ids=per_image(segs), encoder_hidden_states=enc,
+                                     attention_mask=per_image(attention), use_cache=False)
+            logits = self.decoder.lm_head(hidden[:, :-1]).float()
+        finally:
+            self.train(was_training)
+        logits[..., self._suppressed_ids()] = float("-inf")
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, per_image(ids)[:, 1:, None]).squeeze(-1)
+        logp = torch.where(per_image(scored)[:, 1:], logp, torch.zeros((), device=device))
+        return logp.sum(dim=1).view(bsz, n_emo)
 
     def _suppressed_ids(self) -> list[int]:
         tok = self.tokenizer
@@ -297,12 +351,10 @@ class SEVLM(nn.Module):
         - Segments: a fed token gets ``tokenizer.segment_after(token, current_segment)``,
           so the connective " because" and everything after it are in the explanation
           segment, as in training.
-        - VAD features of generated tokens (VAD emotion modelling only): each row keeps the
-          BPE tokens of its current word (a token whose text starts with a space starts a
-          new word); a token gets the lexicon VAD of the word *prefix* decoded so far (the
-          whole word is not known until it is complete; training uses whole-word VAD, so
-          the two agree for single-token words, most of the vocabulary). Prompt tokens
-          and special tokens get (0, 0, 0). The small d_model=3 emotion encoder is
+        - VAD features of generated tokens (VAD emotion modelling only): a token gets the
+          lexicon VAD of its word *prefix* decoded so far, the rule training uses
+          (:class:`sevlm.text.GeneratedTokenFeatures`). Prompt tokens and special tokens
+          get (0, 0, 0). The small d_model=3 emotion encoder is
           recomputed over the VAD sequence every step (cheap); the GPT-2 prefix is not.
         """
         if decoding not in ("nucleus", "greedy"):
@@ -347,12 +399,9 @@ class SEVLM(nn.Module):
         vad = torch.zeros(bsz, ids.shape[1], 3, device=device)
         expl = torch.zeros(bsz, ids.shape[1], dtype=torch.bool, device=device)
         suppress = torch.tensor(self._suppressed_ids(), device=device)
-        specials = {tok.eos_id, tok.bos_id, *self._suppressed_ids()}
-        lexicon = self.vad_lexicon
         use_vad = self.vad_model is not None
 
-        row_segment = [prompt_segs[-1]] * bsz
-        row_word: list[list[int]] = [[] for _ in range(bsz)]
+        features = GeneratedTokenFeatures(tok, self.vad_lexicon if use_vad else None, bsz, prompt_segs[-1])
         outputs: list[list[int]] = [[] for _ in range(bsz)]
         finished = torch.zeros(bsz, dtype=torch.bool, device=device)
 
@@ -377,24 +426,7 @@ class SEVLM(nn.Module):
             if bool(finished.all()) or step == max_new_tokens - 1:
                 break
 
-            # Segment, explanation flag and VAD of the token about to be fed.
-            new_seg, new_expl, new_vad = [], [], []
-            for b, t in enumerate(nxt_list):
-                row_segment[b] = tok.segment_after(t, row_segment[b])
-                in_expl = row_segment[b] == tok.explanation_segment_id
-                new_seg.append(row_segment[b])
-                new_expl.append(in_expl)
-                v = (0.0, 0.0, 0.0)
-                if use_vad and in_expl and t not in specials:
-                    if self._text_of(t).startswith(" ") or not row_word[b]:
-                        row_word[b] = [t]
-                    else:
-                        row_word[b].append(t)
-                    if lexicon is not None:
-                        v = lexicon(word_key(tok.hf.decode(row_word[b])))
-                else:
-                    row_word[b] = []
-                new_vad.append(v)
+            new_seg, new_expl, new_vad = features.step(nxt_list)
             seg_t = torch.tensor(new_seg, device=device).unsqueeze(1)
             expl_t = torch.tensor(new_expl, dtype=torch.bool, device=device).unsqueeze(1)
             vad_t = torch.tensor(new_vad, dtype=vad.dtype, device=device).unsqueeze(1)

@@ -26,6 +26,7 @@ import sevlm  # noqa: F401
 from sevlm.config import ExperimentConfig, to_flat_dict, to_json
 from sevlm.data import PreparedData, eval_batches, make_train_loader, prepare_data
 from sevlm.metrics import load_or_train_classifier
+from sevlm.metrics.vocabulary import vocabulary
 from sevlm.model import SEVLM, build_image_encoder
 from sevlm.provenance import code_version
 from sevlm.text import SEVLMTokenizer
@@ -38,6 +39,8 @@ from sevlm.training.checkpoint import (
     save_checkpoint,
 )
 from sevlm.training.evaluation import (
+    INFERENCE_SECONDS,
+    TRAINABLE_PARAMETERS,
     generate_explanations,
     score_generations,
     write_predictions,
@@ -98,6 +101,7 @@ class RunContext:
     steps_per_epoch: int
     total_steps: int
     output_dir: Path
+    vocabulary: frozenset[str]  # the training utterances' words (non-word rate)
 
 
 def build_context(cfg: ExperimentConfig) -> RunContext:
@@ -138,7 +142,7 @@ def build_context(cfg: ExperimentConfig) -> RunContext:
     output_dir.mkdir(parents=True, exist_ok=True)
     return RunContext(
         cfg, device, tokenizer, data, classifier, model, optimizer, scheduler, scaler,
-        use_amp, steps_per_epoch, total, output_dir,
+        use_amp, steps_per_epoch, total, output_dir, vocabulary(train["utterance"]),
     )
 
 
@@ -176,12 +180,17 @@ def evaluate_split(ctx: RunContext, split: str, step: int, seed_offset: int = 0)
     data = ctx.data.splits[split]
     ecfg = ctx.cfg.eval
     batches = eval_batches(ctx.data, split, ecfg.batch_size, ecfg.max_eval_paintings)
+    start = time.perf_counter()
     generations = generate_explanations(
         ctx.model, batches, ecfg, ctx.device, seed=ctx.cfg.seed * 100_003 + step + seed_offset
     )
-    return score_generations(
-        generations, data.references, data.dominant, ctx.classifier, split, ecfg.use_meteor
+    seconds = time.perf_counter() - start
+    evaluation = score_generations(
+        generations, data.references, data.dominant, ctx.classifier, split, ecfg.use_meteor,
+        vocabulary=ctx.vocabulary,
     )
+    evaluation.metrics[f"{split}/{INFERENCE_SECONDS}"] = seconds / max(len(generations.texts), 1)
+    return evaluation
 
 
 def _improved(value: float | None, best: float | None) -> bool:
@@ -357,6 +366,7 @@ def _finish(ctx: RunContext, state: TrainingState, callbacks, stopped_early: boo
     final = {
         **test.metrics,
         "best_step": float(state.best_step or state.step),
+        TRAINABLE_PARAMETERS: float(sum(p.numel() for p in ctx.model.parameters() if p.requires_grad)),
         # EA is only as good as its classifier: report how well it reads held-out utterances.
         "ea_classifier/held_out_acc": 100.0 * float(ctx.classifier.held_out_accuracy),
     }
@@ -392,6 +402,7 @@ def write_samples(ctx: RunContext, evaluation, directory: Path, n: int = 12) -> 
                 "image": copied.name if copied else None,
                 "dominant_emotion": row.dominant_emotion,
                 "predicted_emotion": row.predicted_emotion,
+                "closed_set_emotion": row.closed_set_emotion,
                 "explanation": row.explanation,
                 "references": refs[row.painting_id][:3],
             }

@@ -1,0 +1,135 @@
+"""Reproduce the paper's ablation study: every variant of sevlm/variants.py at N seeds.
+
+    python sweeps/ablations.py                     # laptop: tiny preset, synthetic data,
+                                                   # local Ray, MLflow in ./mlflow.db
+    python sweeps/ablations.py --seeds 5 --variants baseline,full,no_contrastive
+    python sweeps/ablations.py --address auto --storage /shared/ray_results \\
+        --tracking-uri http://head:5000 --preset paper --dataset artemis_v1 \\
+        --artemis-csv /data/artemis_dataset_release_v0.csv --image-dir /data/wikiart
+    python sweeps/ablations.py --resume            # finish the latest interrupted sweep
+
+Variants, in the paper's order: baseline (VAD features, VAD head and contrastive head all
+off), full (SEVLM), no_vad_features, no_vad_head, no_contrastive (Fig. 5),
+no_emotion_encoder (Fig. 6), no_neg_wrong_emotion, no_neg_other_image (Fig. 7) and
+alpha_0.5, alpha_1, alpha_4, alpha_8 (the alpha sensitivity; alpha = 2 is "full").
+
+Seeds 0..N-1 for every variant, paired: at one seed every variant sees the same batches and
+negatives and starts from the same weights wherever two variants share a parameter. The
+data (synthetic set, split) has its own seeds, so every run is tested on the same
+paintings. Each trial is tested with its best-validation checkpoint and keeps its
+per-painting predictions; its MLflow run is tagged with its variant and seed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+import sys
+from pathlib import Path
+
+from sevlm.variants import VARIANTS
+from sweeps.cli import Sweep, run_sweep_cli
+from sweeps.progress import format_table
+from sweeps.spec import SweepSpec
+from sweeps.strategies import Grid, GridFlags
+from sweeps.summary import SweepOutcome
+from trainables import tracking_schema as schema
+
+# Fixed settings of the default sweep per preset (override with --set). The tiny preset is
+# sized for every variant at 3 seeds (36 trials) on a 2-core machine: see the README.
+DEFAULT_OVERRIDES: dict[str, dict[str, object]] = {
+    "tiny": {
+        # 140 test paintings (about 110 with a dominant emotion: enough for paired tests),
+        # 40 for validation, 220 to train on for 6 epochs.
+        "data.synthetic_paintings": 400,
+        "data.split_fractions": [0.55, 0.1, 0.35],
+        "train.epochs": 6,
+        "eval.use_meteor": False,  # a JVM start per evaluation; --set eval.use_meteor=true
+    },
+    "paper": {},
+}
+# --quick: a smoke test of the whole path (a few steps and paintings per trial).
+QUICK_VARIANTS = ("baseline", "full", "no_contrastive")
+QUICK_OVERRIDES: dict[str, object] = {
+    "data.synthetic_paintings": 40,
+    "train.batch_size": 4,
+    "train.max_steps": 4,
+    "train.eval_every_steps": 2,
+    "train.warmup_steps": 0,
+    "eval.max_eval_paintings": 6,
+    "eval.max_new_tokens": 8,
+}
+
+
+def report(spec: SweepSpec, outcome: SweepOutcome, run_ids: dict[str, str], out) -> None:
+    print_variant_table(outcome, out)
+    rebuild = f"python -m analysis {spec.name} --tracking-uri {spec.tracking_uri} --experiment {spec.experiment}"
+    try:
+        folder = write_analysis_report(spec)
+    except Exception as exc:  # noqa: BLE001 - the runs are in MLflow: the report can be rebuilt
+        print(f"\nThe ablation report failed ({type(exc).__name__}: {exc}); rebuild it with:\n  {rebuild}", file=out)
+        return
+    if folder is not None:
+        print(f"\nAblation report: {folder / 'report.md'} (also under report/ in the MLflow parent run's "
+              f"artifacts; rebuild it with: {rebuild})", file=out)
+
+
+def write_analysis_report(spec: SweepSpec) -> Path | None:
+    """THE call point of the ablation report (tables, p-values, figures) of ``analysis/``:
+    the report of this sweep, read back from MLflow, in ``reports/<sweep>`` and in the
+    parent run. Returns its folder (None, doing nothing, where ``analysis.report`` is
+    missing)."""
+    if importlib.util.find_spec("analysis.report") is None:
+        return None
+    from analysis import report as analysis_report
+
+    folder = analysis_report.build_report(spec.name, tracking_uri=spec.tracking_uri, experiment=spec.experiment,
+                                          out_dir=Path("reports") / spec.name)
+    return Path(folder).resolve()
+
+
+def print_variant_table(outcome: SweepOutcome, out) -> None:
+    """Test metrics per variant and seed, then each variant's mean ± sd over its seeds."""
+    order = {name: i for i, name in enumerate(VARIANTS)}
+    variant = lambda t: str(t.config.get(Grid.VARIANT_KEY))  # noqa: E731
+    seed = lambda t: t.config.get(Grid.SEED_KEY)  # noqa: E731
+    trials = sorted(outcome.trials, key=lambda t: (order.get(variant(t), len(order)), seed(t) or 0))
+    count = schema.TEST_PREFIX + schema.COUNT_METRIC
+    known = [m for m in schema.TEST_METRICS if m != count]
+    found = {k for t in trials for k in t.final if k.startswith(schema.TEST_PREFIX)}
+    metrics = [m for m in known if m in found] + sorted(found - set(known) - {count})
+    names = [m[len(schema.TEST_PREFIX):] for m in metrics]
+    paintings = {int(t.final[count]) for t in trials if count in t.final}
+    print(f"\nTest metrics on {', '.join(map(str, sorted(paintings))) or 'no'} test paintings:", file=out)
+    rows = [[variant(t), str(seed(t)), t.status.lower()]
+            + [f"{t.final[m]:.3g}" if m in t.final else "-" for m in metrics] for t in trials]
+    print(format_table(rows, ["variant", "seed", "status"] + names), file=out)
+    rows = []
+    for name in dict.fromkeys(variant(t) for t in trials):
+        done = [t for t in trials if variant(t) == name and t.final]
+        cells = []
+        for m in metrics:
+            values = [t.final[m] for t in done if m in t.final]
+            sd = f" ± {statistics.stdev(values):.2g}" if len(values) > 1 else ""
+            cells.append(f"{statistics.mean(values):.3g}{sd}" if values else "-")
+        rows.append([name, str(len(done))] + cells)
+    print("\nMean ± sd over seeds:", file=out)
+    print(format_table(rows, ["variant", "seeds"] + names), file=out)
+
+
+SWEEP = Sweep(
+    kind="ablations",
+    doc=__doc__,
+    strategy=GridFlags(variants=VARIANTS, default_seeds=3, quick_variants=QUICK_VARIANTS, quick_seeds=2,
+                       quick_overrides=QUICK_OVERRIDES),
+    default_overrides=DEFAULT_OVERRIDES,
+    report=report,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_sweep_cli(argv, SWEEP)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

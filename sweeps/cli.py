@@ -1,0 +1,284 @@
+"""The command line every sweep shares: flags, exit codes, and
+``run_sweep_cli``: flags -> spec -> ``ray.init`` -> ``tuner.fit()`` -> outcome -> summary.
+
+A sweep file (``sweeps/alpha_search.py``, ``sweeps/ablations.py``) declares a
+:class:`Sweep` (its strategy's flags and defaults, its default configuration) and calls
+``run_sweep_cli``. Everything is checked before the first trial starts: a bad flag or an
+impossible sweep ends the command with exit code 2 and a one-line ``error: ...`` message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sweeps import SweepError
+from sweeps.console import quiet_console
+from sweeps.resources import decide_resources, local_resources
+from sweeps.spec import DEFAULT_METRIC, SweepSpec, build_spec, check_tracking, resume_spec
+from sweeps.summary import SweepOutcome, print_best, print_counts, print_mlflow, sweep_outcome
+from trainables import tracking_schema as schema
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+# Flags that define a sweep (besides its strategy's): --resume refuses them.
+DEFINING = (
+    "concurrency", "metric", "preset", "dataset", "artemis_csv", "contrastive_csv", "image_dir",
+    "synthetic_dir", "set", "gpu", "cpus_per_trial", "worker_retries", "trial_retries",
+    "keep_checkpoints", "experiment",
+)
+
+Report = Callable[[SweepSpec, SweepOutcome, dict[str, str], Any], None]
+
+
+def report_best(spec: SweepSpec, outcome: SweepOutcome, run_ids: dict[str, str], out) -> None:
+    """The default end of a sweep's summary: its best trial."""
+    print_best(outcome, list(spec.plan.columns()), run_ids, out)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What a sweep file declares."""
+
+    kind: str  # the file's name: sweeps/<kind>.py
+    doc: str  # its docstring: the first paragraph is the description, the rest the epilog
+    strategy: Any  # sweeps.strategies.TPEFlags or GridFlags
+    default_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # preset -> {key: value}
+    default_metric: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_METRIC))
+    report: Report = report_best  # printed between the trial counts and where MLflow is
+
+    def parser(self) -> argparse.ArgumentParser:
+        description, _, epilog = self.doc.partition("\n\n")
+        p = argparse.ArgumentParser(prog=f"python sweeps/{self.kind}.py", description=description,
+                                    epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+        self.strategy.add_flags(p)
+        add_common_flags(p, kind=self.kind, default_metric=self.default_metric)
+        return p
+
+
+def add_common_flags(p: argparse.ArgumentParser, *, kind: str, default_metric: dict[str, str]) -> None:
+    """Flags shared by every sweep. Defaults of sweep-defining flags are None so that
+    ``--resume`` can tell which ones were given explicitly."""
+    g = p.add_argument_group("sweep")
+    g.add_argument("--concurrency", type=int, default=None,
+                   help="trials run at the same time (default: as many as the cluster fits: "
+                        "one per GPU, or one per CPU on a CPU-only cluster)")
+    defaults = ", ".join(f"{m} for --preset {p}" for p, m in default_metric.items())
+    g.add_argument("--metric", default=None,
+                   help=f"validation metric that picks each trial's tested checkpoint and the best "
+                        f"trial (default {defaults}; one of " + ", ".join(schema.OPTIMIZABLE_METRICS) + ")")
+    g.add_argument("--name", default=None,
+                   help=f"sweep name = Ray Tune experiment name (default {kind}-<date>-<time>)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue an interrupted sweep (--name, else the latest one in --storage) "
+                        "without re-running its finished trials")
+
+    g = p.add_argument_group("configuration")
+    g.add_argument("--preset", choices=["tiny", "paper"], default=None,
+                   help="tiny: offline CPU model on synthetic data (default); paper: the "
+                        "paper's model and hyper-parameters")
+    g.add_argument("--dataset", choices=["synthetic", "artemis_v1", "artemis_v2"], default=None,
+                   help="dataset (default: the preset's, synthetic)")
+    g.add_argument("--artemis-csv", default=None, help="ArtEmis CSV (artemis_dataset_release_v0.csv)")
+    g.add_argument("--contrastive-csv", default=None, help="ArtEmis v2 Contrastive.csv")
+    g.add_argument("--image-dir", default=None, help="WikiArt images: <dir>/<art_style>/<painting>.jpg")
+    g.add_argument("--synthetic-dir", default=None, help="where the synthetic dataset is generated")
+    g.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
+                   help="fix a configuration value for every trial (repeatable), "
+                        "e.g. --set train.epochs=3")
+
+    g = p.add_argument_group("cluster and storage")
+    g.add_argument("--address", default=None,
+                   help="join a running Ray cluster (e.g. auto, or ray://head:10001); "
+                        "default: start a local one")
+    g.add_argument("--storage", "--storage-path", dest="storage", default=None,
+                   help="Ray storage for trial state and checkpoints (default ./ray_results; "
+                        "on a multi-node cluster a shared path or bucket)")
+    g.add_argument("--gpu", choices=["auto", "on", "off"], default=None,
+                   help="one GPU per trial: auto = when the cluster has GPUs (default)")
+    g.add_argument("--cpus-per-trial", type=float, default=None,
+                   help="CPUs per trial (default: the cluster's CPUs / concurrency on CPU-only "
+                        "clusters, at least 1)")
+    g.add_argument("--worker-retries", type=int, default=None,
+                   help="worker failures Ray Train recovers from per trial, resuming from the "
+                        "last checkpoint (default 2)")
+    g.add_argument("--trial-retries", type=int, default=None,
+                   help="times Tune restarts a failed trial, resuming from its last checkpoint "
+                        "(default 1)")
+    g.add_argument("--keep-checkpoints", type=int, default=None,
+                   help="best checkpoints kept per trial, by --metric (default 2; the latest "
+                        "is always kept)")
+
+    g = p.add_argument_group("MLflow")
+    g.add_argument("--tracking-uri", "--mlflow-uri", dest="tracking_uri", default=None,
+                   help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else "
+                        "sqlite:///<current dir>/mlflow.db)")
+    g.add_argument("--experiment", default=None,
+                   help=f"MLflow experiment (default {schema.DEFAULT_EXPERIMENT})")
+
+    g = p.add_argument_group("output")
+    g.add_argument("--progress-interval", type=float, default=30.0,
+                   help="seconds between progress tables (default 30)")
+    g.add_argument("--verbose", action="store_true",
+                   help="show Ray's, MLflow's and the workers' own logs")
+
+
+def run_sweep_cli(argv: list[str] | None, sweep: Sweep) -> int:
+    try:
+        args = sweep.parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    cwd = Path(os.getcwd())
+    try:
+        if args.resume:
+            spec = resume_spec(args, kind=sweep.kind, defining=DEFINING + sweep.strategy.defining, cwd=cwd)
+        else:
+            spec = build_spec(args, kind=sweep.kind, strategy_flags=sweep.strategy,
+                              default_overrides=sweep.default_overrides, default_metric=sweep.default_metric,
+                              cwd=cwd)
+            if args.address is None:  # what a local Ray will offer: fail before starting it
+                _decide_resources(spec, args, local_resources(args.gpu))
+    except SweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    with quiet_console(args.verbose):
+        return _run(spec, args, sweep)
+
+
+def _decide_resources(spec: SweepSpec, args: argparse.Namespace, resources: dict[str, float]):
+    decided = decide_resources(resources, gpu=args.gpu, cpus_per_trial=args.cpus_per_trial,
+                               concurrency=args.concurrency, total_trials=spec.plan.total_trials())
+    spec.concurrency = decided.concurrency
+    spec.settings.update(use_gpu=decided.use_gpu, cpus_per_worker=decided.cpus_per_worker)
+    return decided
+
+
+def _run(spec: SweepSpec, args: argparse.Namespace, sweep: Sweep) -> int:
+    import ray
+
+    try:
+        check_tracking(spec.tracking_uri)
+    except SweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.address and "://" not in spec.storage_path:
+        print(f"note: on a multi-node cluster every node must see {spec.storage_path} "
+              "(shared storage: NFS or a bucket, see --storage)", file=sys.stderr)
+    started_ray = False
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+        ray.init(address=args.address, include_dashboard=False, log_to_driver=bool(args.verbose),
+                 logging_level=logging.INFO if args.verbose else logging.WARNING)
+        started_ray = True
+    try:
+        device = None
+        if not args.resume:
+            try:
+                device = _decide_resources(spec, args, ray.cluster_resources()).describe()
+            except SweepError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+        return _fit(spec, args, sweep, device)
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def _fit(spec: SweepSpec, args: argparse.Namespace, sweep: Sweep, device: str | None) -> int:
+    import warnings
+
+    import optuna
+    from ray import tune
+
+    from trainables.mlflow_store import sweep_runs
+    from trainables.mlflow_writer import close_parent_run, open_parent_run
+    from trainables.trial import make_trainable
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # A trial restarted by Tune reports its iterations again; Optuna ignores the repeats.
+    warnings.filterwarnings("ignore", message="The reported value is ignored because this")
+    out = sys.stdout
+    plan = spec.plan
+    if args.resume:
+        print(f"Resuming sweep {spec.name} from {spec.experiment_dir}", file=out, flush=True)
+    else:
+        spec.argv = list(sys.argv[1:])
+        spec.save()
+        print(f"Sweep {spec.name}: {plan.total_trials()} trials ({plan.describe()}), {spec.concurrency} at a "
+              f"time, {device} per trial, optimising {spec.metric}; preset {spec.preset}; "
+              f"MLflow {spec.tracking_uri}; Ray storage {spec.experiment_dir}", file=out, flush=True)
+    experiment_id, parent_run_id = open_parent_run(
+        spec.tracking_uri, experiment=spec.experiment, sweep_name=spec.name, sweep_kind=spec.kind,
+        sweep_path=spec.experiment_dir, metric=spec.metric, params=spec.parent_params(),
+        tags=plan.parent_tags(), spec=dataclasses.asdict(spec),
+    )
+    trainable = make_trainable(spec.trial_settings, plan.trial_overrides)
+    if args.resume:
+        # Tune restores its callbacks (MLflow writer, progress table, reaper) with its state.
+        tuner = tune.Tuner.restore(spec.experiment_dir, trainable=trainable,
+                                   resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = _tuner(spec, trainable, experiment_id, parent_run_id, args.progress_interval)
+    outcome = sweep_outcome(tuner.fit(), spec.metric, plan.total_trials())
+
+    run_ids = {tid: run.info.run_id for tid, run in sweep_runs(spec.tracking_uri, spec.name, spec.experiment)
+               .by_trial_id().items()}
+    close_parent_run(spec.tracking_uri, parent_run_id, sweep_path=spec.experiment_dir, status=outcome.status,
+                     counts=outcome.counts, rows=outcome.rows(run_ids), best=outcome.best_record(spec.name, run_ids))
+    print_counts(spec.name, outcome, out)
+    sweep.report(spec, outcome, run_ids, out)
+    print_mlflow(spec.experiment, spec.name, spec.tracking_uri, experiment_id, parent_run_id, out)
+    out.flush()
+    if outcome.interrupted:
+        cmd = f"python sweeps/{spec.kind}.py --resume --name {spec.name} --storage {spec.storage_path}"
+        if args.address:
+            cmd += f" --address {args.address}"
+        print(f"\nThe sweep was interrupted; continue it with:\n  {cmd}", file=out, flush=True)
+        return EXIT_INTERRUPTED
+    counts = outcome.counts
+    if counts["finished"] == 0 and counts["failed"] > 0:
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _tuner(spec: SweepSpec, trainable, experiment_id: str, parent_run_id: str, progress_interval: float):
+    from ray import tune
+
+    from sweeps.progress import ProgressTable
+    from trainables.mlflow_writer import MlflowTrialWriter
+    from trainables.placement import PlacementGroupReaper
+
+    plan = spec.plan
+    writer = MlflowTrialWriter(
+        spec.tracking_uri, experiment_id, parent_run_id, sweep_name=spec.name, sweep_kind=spec.kind,
+        sweep_path=spec.experiment_dir, storage_path=spec.storage_path, metric=spec.metric,
+        trial_tags=plan.trial_tags,
+    )
+    progress = ProgressTable(spec.name, plan.total_trials(), plan.columns(), spec.metric, progress_interval)
+    return tune.Tuner(
+        trainable,
+        param_space=plan.param_space(),
+        tune_config=tune.TuneConfig(
+            search_alg=plan.search_alg(spec.metric),
+            scheduler=plan.scheduler(spec.metric),
+            num_samples=plan.num_samples(),
+            max_concurrent_trials=spec.concurrency,
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=spec.storage_path,
+            callbacks=[writer, progress, PlacementGroupReaper(spec.name)],
+            failure_config=tune.FailureConfig(max_failures=spec.trial_retries),
+            verbose=0,
+        ),
+    )

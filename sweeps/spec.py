@@ -1,0 +1,267 @@
+"""Every setting of one sweep (:class:`SweepSpec`), checked before anything starts.
+
+``build_spec`` turns the flags into a spec, or raises SweepError with a one-line message:
+unknown keys, missing data files, an impossible strategy, a configuration the model
+refuses (``sevlm.config.validate`` on every point the strategy probes), an unusable
+tracking store. The spec is saved next to Tune's state; ``--resume`` reloads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sweeps import SweepError
+from sweeps.strategies import Strategy, strategy_from_dict
+from trainables import mlflow_store
+from trainables import tracking_schema as schema
+from trainables.trial import TrialSettings, trial_config
+
+SPEC_FILE = "sevlm_sweep.json"
+# The tiny preset's short runs leave BLEU-4 near 0 on its small validation split, which
+# would make every trial tie: its sweeps optimise ROUGE-L unless --metric says otherwise.
+DEFAULT_METRIC = {"tiny": "val/rouge_l", "paper": "val/bleu4"}
+PATH_KEYS = (
+    "data.artemis_csv",
+    "data.contrastive_csv",
+    "data.image_dir",
+    "data.synthetic_dir",
+    "data.feature_cache_dir",
+    "vad.path",
+)
+MAYBE_PATH_KEYS = ("model.image_encoder.pretrained", "model.decoder.name_or_path")
+DATASET_FLAGS = {
+    "dataset": "data.dataset",
+    "artemis_csv": "data.artemis_csv",
+    "contrastive_csv": "data.contrastive_csv",
+    "image_dir": "data.image_dir",
+    "synthetic_dir": "data.synthetic_dir",
+}
+
+
+@dataclass
+class SweepSpec:
+    """Every setting of one sweep; saved next to Tune's state, reloaded by ``--resume``."""
+
+    kind: str  # the sweep file's name: alpha_search, ablations
+    name: str
+    storage_path: str
+    experiment_dir: str
+    tracking_uri: str
+    experiment: str
+    preset: str
+    overrides: dict[str, Any]  # fixed for every trial
+    metric: str
+    strategy: dict[str, Any]  # Strategy.to_dict()
+    settings: dict[str, Any]  # TrialSettings.to_dict()
+    concurrency: int  # 0 until the cluster is known
+    trial_retries: int
+    created: str = ""
+    argv: list[str] = field(default_factory=list)
+
+    @property
+    def plan(self) -> Strategy:
+        return strategy_from_dict(self.strategy)
+
+    @property
+    def trial_settings(self) -> TrialSettings:
+        return TrialSettings.from_dict(self.settings)
+
+    def save(self) -> Path:
+        path = Path(self.experiment_dir) / SPEC_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dataclasses.asdict(self), indent=2, default=str))
+        return path
+
+    @classmethod
+    def load(cls, experiment_dir: str | Path) -> SweepSpec:
+        return cls(**json.loads((Path(experiment_dir) / SPEC_FILE).read_text()))
+
+    def parent_params(self) -> dict[str, Any]:
+        settings = self.trial_settings
+        p = schema.PARENT_PARAM_PREFIX
+        out: dict[str, Any] = {
+            p + "kind": self.kind,
+            p + "concurrency": self.concurrency,
+            p + "metric": self.metric,
+            p + "preset": self.preset,
+            p + "trial_retries": self.trial_retries,
+            p + "worker_retries": settings.max_failures,
+            p + "use_gpu": settings.use_gpu,
+            p + "storage_path": self.storage_path,
+        }
+        out.update(self.plan.parent_params())
+        out.update({schema.PARENT_OVERRIDE_PREFIX + k: v for k, v in self.overrides.items()})
+        return out
+
+
+def build_spec(
+    args: argparse.Namespace,
+    *,
+    kind: str,
+    strategy_flags,
+    default_overrides: dict[str, dict[str, Any]],
+    default_metric: dict[str, str],
+    cwd: Path,
+) -> SweepSpec:
+    """Validate the flags (everything that does not need the cluster) into a SweepSpec."""
+    from sevlm.config import apply_overrides, preset, to_flat_dict
+
+    preset_name = args.preset or "tiny"
+    if args.concurrency is not None and args.concurrency < 1:
+        raise SweepError(f"--concurrency must be at least 1 (got {args.concurrency})")
+    metric = args.metric or default_metric.get(preset_name, "val/bleu4")
+    if metric not in schema.OPTIMIZABLE_METRICS:
+        raise SweepError(f"unknown metric {metric!r}; choose one of {', '.join(schema.OPTIMIZABLE_METRICS)}")
+    worker_retries = 2 if args.worker_retries is None else args.worker_retries
+    trial_retries = 1 if args.trial_retries is None else args.trial_retries
+    if worker_retries < -1 or trial_retries < -1:
+        raise SweepError("--worker-retries and --trial-retries must be >= 0 (or -1 = unlimited)")
+    keep = 2 if args.keep_checkpoints is None else args.keep_checkpoints
+    if keep < 1:
+        raise SweepError(f"--keep-checkpoints must be at least 1 (got {keep})")
+    if args.cpus_per_trial is not None and args.cpus_per_trial < 0.2:
+        raise SweepError(f"--cpus-per-trial must be at least 0.2 (got {args.cpus_per_trial})")
+
+    # Fixed configuration: preset, the sweep's defaults, dataset flags, --set.
+    base = preset(preset_name)
+    overrides: dict[str, Any] = {**default_overrides.get(preset_name, {}), **strategy_flags.extra_overrides(args)}
+    overrides.update({key: getattr(args, flag) for flag, key in DATASET_FLAGS.items() if getattr(args, flag) is not None})
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SweepError(f"--set {item}: expected KEY=VALUE")
+        overrides[key.strip()] = value.strip()
+    try:
+        flat = to_flat_dict(apply_overrides(base, overrides))
+    except (ValueError, TypeError) as exc:
+        raise SweepError(f"--set: {exc}") from None
+    overrides = _absolute_paths(flat, overrides, cwd)
+    flat = to_flat_dict(apply_overrides(base, overrides))
+    _check_dataset(flat)
+    if metric == "val/meteor" and not flat.get("eval.use_meteor", True):
+        raise SweepError("--metric val/meteor needs METEOR: drop --set eval.use_meteor=false")
+
+    plan = strategy_flags.build(args, preset_name, to_flat_dict(base), overrides)
+    # Every trial's configuration must be buildable: try the strategy's probe points.
+    probe = TrialSettings(sweep_name="probe", storage_path="/tmp", preset=preset_name,
+                          overrides=overrides, metric=metric)
+    for point in plan.probe_points():
+        try:
+            trial_config(probe, plan.trial_overrides(point))
+        except (ValueError, TypeError) as exc:
+            raise SweepError(f"the sweep gives an invalid configuration {point}: {exc}") from None
+
+    try:
+        tracking_uri = mlflow_store.resolve_tracking_uri(args.tracking_uri, cwd)
+    except ValueError as exc:
+        raise SweepError(str(exc)) from None
+    db = mlflow_store.sqlite_path(tracking_uri)
+    if db is not None and not db.parent.exists():
+        raise SweepError(f"the directory of the MLflow database {db} does not exist")
+
+    storage = storage_root(args.storage, cwd)
+    name = args.name or f"{kind}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    if "/" in name or name in (".", ".."):
+        raise SweepError(f"--name {name!r}: must be a plain name")
+    experiment_dir = f"{storage}/{name}"
+    if "://" not in storage and (Path(experiment_dir) / SPEC_FILE).exists():
+        raise SweepError(f"a sweep named {name!r} already exists in {storage}; continue it with "
+                         f"--resume --name {name}, or choose another --name")
+    output_root = overrides.pop("output_dir", None)
+    if output_root is not None and "://" not in str(output_root):
+        output_root = str((cwd / str(output_root)).resolve())
+    settings = TrialSettings(sweep_name=name, storage_path=storage, output_root=output_root, preset=preset_name,
+                             overrides=overrides, metric=metric, max_failures=worker_retries, keep_checkpoints=keep)
+    return SweepSpec(
+        kind=kind, name=name, storage_path=storage, experiment_dir=experiment_dir,
+        tracking_uri=tracking_uri, experiment=args.experiment or schema.DEFAULT_EXPERIMENT,
+        preset=preset_name, overrides=overrides, metric=metric, strategy=plan.to_dict(),
+        settings=settings.to_dict(), concurrency=0, trial_retries=trial_retries,
+        created=datetime.now().isoformat(timespec="seconds"),
+    )
+
+
+def resume_spec(args: argparse.Namespace, *, kind: str, defining: tuple[str, ...], cwd: Path) -> SweepSpec:
+    """The saved spec of the sweep to continue (``--name``, else the latest of ``kind``)."""
+    storage = storage_root(args.storage, cwd)
+    if args.name:
+        experiment_dir = f"{storage}/{args.name}"
+    else:
+        experiment_dir = _latest_sweep(storage, kind)
+        if experiment_dir is None:
+            raise SweepError(f"--resume: no {kind} sweep in {storage} (pass --name and --storage)")
+    if not (Path(experiment_dir) / SPEC_FILE).is_file():
+        raise SweepError(f"--resume: no sweep {Path(experiment_dir).name!r} in {storage}")
+    spec = SweepSpec.load(experiment_dir)
+    explicit = [f for f in defining if getattr(args, f, None) is not None]
+    if explicit:
+        raise SweepError("--resume continues a sweep with its saved settings; drop "
+                         + ", ".join("--" + f.replace("_", "-") for f in explicit))
+    if args.tracking_uri and mlflow_store.resolve_tracking_uri(args.tracking_uri, cwd) != spec.tracking_uri:
+        raise SweepError(f"--resume: this sweep logs to {spec.tracking_uri}; drop --tracking-uri {args.tracking_uri}")
+    from ray import tune
+
+    if not tune.Tuner.can_restore(experiment_dir):
+        raise SweepError(f"--resume: {experiment_dir} holds no Ray Tune state to resume")
+    return spec
+
+
+def check_tracking(uri: str) -> None:
+    """Open the tracking store once (creates a new SQLite file); a clear error if it fails."""
+    try:
+        mlflow_store.probe_tracking_store(uri)
+    except RuntimeError as exc:
+        raise SweepError(f"cannot use the MLflow tracking store {uri}: {exc}") from None
+
+
+def storage_root(flag: str | None, cwd: Path) -> str:
+    value = flag or "ray_results"
+    if "://" in value:
+        return value.rstrip("/")
+    return str((cwd / value).resolve())
+
+
+def _latest_sweep(storage: str, kind: str) -> str | None:
+    root = Path(storage)
+    if not root.is_dir():
+        return None
+    candidates = [d for d in root.iterdir() if (d / SPEC_FILE).is_file()
+                  and json.loads((d / SPEC_FILE).read_text()).get("kind") == kind]
+    if not candidates:
+        return None
+    return str(max(candidates, key=lambda d: (d / SPEC_FILE).stat().st_mtime))
+
+
+def _absolute_paths(flat: dict[str, Any], overrides: dict[str, Any], cwd: Path) -> dict[str, Any]:
+    """Relative paths are resolved against the current directory (trials run elsewhere)."""
+    out = dict(overrides)
+    for key in PATH_KEYS:
+        value = out.get(key, flat.get(key))
+        if isinstance(value, str) and value and "://" not in value and not os.path.isabs(value):
+            out[key] = str((cwd / value).resolve())
+    for key in MAYBE_PATH_KEYS:
+        value = out.get(key, flat.get(key))
+        if isinstance(value, str) and value and not os.path.isabs(value) and (cwd / value).exists():
+            out[key] = str((cwd / value).resolve())
+    return out
+
+
+def _check_dataset(flat: dict[str, Any]) -> None:
+    dataset = flat.get("data.dataset")
+    if dataset in ("artemis_v1", "artemis_v2"):
+        needed = ["data.artemis_csv", "data.image_dir"] + (["data.contrastive_csv"] if dataset == "artemis_v2" else [])
+        for key in needed:
+            if not flat.get(key):
+                raise SweepError(f"--dataset {dataset} needs --{key.split('.', 1)[1].replace('_', '-')}")
+    for key in ("data.artemis_csv", "data.contrastive_csv", "data.image_dir", "vad.path"):
+        value = flat.get(key)
+        if value and "://" not in str(value) and not Path(value).exists():
+            flag = "--set vad.path" if key == "vad.path" else "--" + key.split(".", 1)[1].replace("_", "-")
+            raise SweepError(f"{flag} {value}: no such file or directory")

@@ -1,0 +1,331 @@
+"""The MLflow tracking store of the sweeps, without Ray: where it is, how to open it, how to
+write to it without losing anything, and how to read a sweep's runs back.
+
+Used by the sweep driver's MLflow writer, the sweep tests, the benchmarks and ``analysis/``.
+Names of tags, params, metrics and artifacts are in ``trainables.tracking_schema``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainables import tracking_schema as schema
+
+log = logging.getLogger(__name__)
+
+ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
+DEFAULT_DB_FILE = "mlflow.db"
+MAX_PARAMS_PER_BATCH = 100
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+
+# ------------------------------------------------------------------------ where it is
+
+
+def resolve_tracking_uri(flag: str | None = None, cwd: str | os.PathLike | None = None) -> str:
+    """``--tracking-uri`` flag, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db``.
+
+    A relative SQLite path is made absolute against ``cwd`` (the current directory), so
+    that trials, the UI command and a later ``--resume`` all see the same file.
+    """
+    uri = flag or os.environ.get(ENV_TRACKING_URI) or ""
+    base = Path(cwd or os.getcwd())
+    if not uri:
+        return f"sqlite:///{(base / DEFAULT_DB_FILE).resolve()}"
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///"):]
+        if not path.startswith("/"):
+            return f"sqlite:///{(base / path).resolve()}"
+        return uri
+    if "://" not in uri:
+        raise ValueError(
+            f"tracking URI {uri!r} is neither sqlite:///<file> nor http(s)://<server>; "
+            "the file store (./mlruns) is refused by MLflow 3"
+        )
+    return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):])
+    return None
+
+
+def default_artifact_location(uri: str, experiment_name: str) -> str | None:
+    """Artifacts of a local SQLite store go next to the database file."""
+    db = sqlite_path(uri)
+    if db is None:
+        return None  # a tracking server decides (proxied artifacts)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in experiment_name)
+    return (db.parent / "mlartifacts" / safe).as_uri()
+
+
+def ui_command(uri: str) -> str:
+    """The exact shell command that opens the MLflow UI on a sweep's runs."""
+    db = sqlite_path(uri)
+    if db is not None:
+        return (
+            f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {_mlflow_executable()} ui --workers 1 "
+            f"--backend-store-uri {shlex.quote(uri)}"
+        )
+    return f"open {uri.rstrip('/')} in a browser (the tracking server is already running)"
+
+
+def _mlflow_executable() -> str:
+    # The sweep usually runs from the project's virtualenv, which is not on PATH.
+    beside = Path(sys.executable).parent / "mlflow"
+    return shlex.quote(str(beside)) if beside.is_file() else "mlflow"
+
+
+def ui_url(uri: str, experiment_id: str | None = None, run_id: str | None = None) -> str:
+    """Where the sweep's runs are in the UI (``mlflow ui`` listens on 127.0.0.1:5000)."""
+    base = "http://127.0.0.1:5000" if sqlite_path(uri) is not None else uri.rstrip("/")
+    if experiment_id is None:
+        return base
+    url = f"{base}/#/experiments/{experiment_id}"
+    return f"{url}/runs/{run_id}" if run_id else url
+
+
+# ------------------------------------------------------------------ opening, retrying
+
+_TRANSIENT = ("locked", "busy", "timed out", "timeout", "temporarily", "connection", "503", "502")
+
+
+def _is_transient(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__}: {exc}".lower()
+    return any(t in text for t in _TRANSIENT)
+
+
+def with_retry(fn, *args, attempts: int = 8, base_delay: float = 0.25, transient=None, **kwargs):
+    """Call ``fn``; retry transient failures (SQLite busy, server unreachable; or what the
+    ``transient`` predicate accepts) with backoff."""
+    transient = transient or _is_transient
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            if attempt == attempts - 1 or not transient(exc):
+                raise
+            delay = base_delay * 2**attempt
+            log.warning("MLflow call %s failed (%s); retrying in %.1fs", getattr(fn, "__name__", fn), exc, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def open_tracking_store(uri: str, attempts: int = 6, base_delay: float = 0.5):
+    """An MlflowClient on ``uri`` whose store is known to be usable (a new SQLite file gets
+    its tables here).
+
+    MLflow creates and migrates the tables of a new SQLite database in whichever process
+    opens it first, without a lock: two sweeps started together, or a sweep and an
+    ``mlflow ui``, make all but one fail with "table ... already exists". Our processes
+    take turns through a file lock; a failure caused by anyone else's initialisation is
+    retried once that has had time to finish.
+    """
+    from mlflow import MlflowClient
+
+    db = sqlite_path(uri)
+
+    def opened():
+        client = MlflowClient(tracking_uri=uri)
+        with_retry(client.search_experiments, max_results=1, attempts=2)
+        return client
+
+    def racing(exc: BaseException) -> bool:
+        text = str(exc).lower()
+        return db is not None and ("already exists" in text or "alembic" in text)
+
+    with _init_lock(db):
+        return with_retry(opened, attempts=attempts, base_delay=base_delay, transient=racing)
+
+
+def probe_tracking_store(uri: str) -> None:
+    """Open the store once, quickly (a dead server fails in seconds, not minutes).
+    Raises RuntimeError with the store's first line of complaint."""
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    saved = {k: os.environ.get(k) for k in quick}
+    os.environ.update(quick)
+    try:
+        open_tracking_store(uri)
+    except Exception as exc:  # noqa: BLE001
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RuntimeError(first[:300]) from None
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def _init_lock(db: Path | None):
+    if db is None:
+        yield
+        return
+    import fcntl
+    import hashlib
+
+    # In the temp dir, not next to the database: nothing to clean up in the project.
+    key = hashlib.sha256(str(db.resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"sevlm-mlflow-init-{key}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def get_or_create_experiment(client, name: str, uri: str) -> str:
+    exp = with_retry(client.get_experiment_by_name, name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            with_retry(client.restore_experiment, exp.experiment_id)
+        return exp.experiment_id
+    try:
+        return with_retry(
+            client.create_experiment,
+            name,
+            artifact_location=default_artifact_location(uri, name),
+            tags={schema.TAG_SCHEMA_VERSION: schema.SCHEMA_VERSION},
+        )
+    except Exception:  # noqa: BLE001 - created concurrently
+        exp = with_retry(client.get_experiment_by_name, name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+# -------------------------------------------------------------------------- reading
+
+
+@dataclass
+class SweepRuns:
+    """The MLflow runs of one sweep: its parent run (None before it exists) and its trials."""
+
+    experiment_id: str | None
+    parent: Any = None  # mlflow.entities.Run
+    trials: list = field(default_factory=list)
+
+    def by_trial_id(self) -> dict[str, Any]:
+        return {run.data.tags.get(schema.TAG_TRIAL_ID): run for run in self.trials}
+
+
+def sweep_runs(client, sweep_name: str, experiment: str = schema.DEFAULT_EXPERIMENT) -> SweepRuns:
+    """Every run of ``sweep_name`` in ``experiment``; ``client`` is an MlflowClient or a URI."""
+    if isinstance(client, str):
+        client = open_tracking_store(client)
+    exp = with_retry(client.get_experiment_by_name, experiment)
+    if exp is None:
+        return SweepRuns(experiment_id=None)
+    runs = with_retry(
+        client.search_runs,
+        [exp.experiment_id],
+        filter_string=schema.search_filter_sweep(sweep_name),
+        max_results=50_000,
+    )
+    parents = [r for r in runs if r.data.tags.get(schema.TAG_ROLE) == schema.ROLE_PARENT]
+    trials = [r for r in runs if r.data.tags.get(schema.TAG_ROLE) == schema.ROLE_TRIAL]
+    return SweepRuns(exp.experiment_id, parents[0] if parents else None, trials)
+
+
+# -------------------------------------------------------------------------- writing
+
+
+def param_text(value: Any) -> str:
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, (list, dict)):
+        text = json.dumps(value, default=str)
+    else:
+        text = str(value)
+    return text[:MAX_PARAM_LENGTH]
+
+
+class RunWriter:
+    """Batched writes to MLflow runs that are never lost: a write that fails even after its
+    retries is kept and tried again before the next one, and whatever is still unwritten
+    at the end is saved to ``fallback_file`` (JSON lines) instead of vanishing."""
+
+    def __init__(self, client, fallback_file: str | os.PathLike):
+        self.client = client
+        self.fallback_file = Path(fallback_file)
+        self._pending: list[tuple[str, list, list, list]] = []
+
+    def write(self, run_id: str, metrics=(), params=(), tags: dict[str, str] | None = None) -> None:
+        from mlflow.entities import RunTag
+
+        tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        metrics, params = list(metrics), list(params)
+        if not (metrics or params or tag_list):
+            return
+        self.flush()
+        for i in range(0, max(len(metrics), 1), MAX_METRICS_PER_BATCH):
+            batch = (run_id, metrics[i:i + MAX_METRICS_PER_BATCH], params if i == 0 else [],
+                     tag_list if i == 0 else [])
+            try:
+                self._log_batch(batch)
+            except Exception:  # noqa: BLE001
+                log.exception("MLflow write failed; it is kept and retried later")
+                self._pending.append(batch)
+
+    def write_params(self, run_id: str, params: dict[str, Any]) -> None:
+        """Params the run does not have yet (MLflow refuses to change a param's value)."""
+        from mlflow.entities import Param
+
+        existing = with_retry(self.client.get_run, run_id).data.params
+        new = [Param(k, param_text(v)) for k, v in sorted(params.items()) if k not in existing]
+        for i in range(0, len(new), MAX_PARAMS_PER_BATCH):
+            self.write(run_id, params=new[i:i + MAX_PARAMS_PER_BATCH])
+
+    def write_json(self, run_id: str, artifact: str, data: Any) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(artifact).name
+            path.write_text(json.dumps(data, indent=2, default=str))
+            parent = str(Path(artifact).parent)
+            with_retry(self.client.log_artifact, run_id, str(path), None if parent == "." else parent)
+
+    def terminate(self, run_id: str, status: str) -> None:
+        self.flush()
+        with_retry(self.client.set_terminated, run_id, status=status)
+
+    def flush(self, final: bool = False) -> None:
+        pending, self._pending = self._pending, []
+        for batch in pending:
+            try:
+                self._log_batch(batch, attempts=12 if final else 8)
+            except Exception:  # noqa: BLE001
+                self._pending.append(batch)
+        if final and self._pending:
+            self._save_pending()
+
+    def _log_batch(self, batch, attempts: int = 8) -> None:
+        run_id, metrics, params, tags = batch
+        with_retry(self.client.log_batch, run_id, metrics=metrics, params=params, tags=tags,
+                   attempts=attempts)
+
+    def _save_pending(self) -> None:
+        try:
+            self.fallback_file.parent.mkdir(parents=True, exist_ok=True)
+            with self.fallback_file.open("a") as f:
+                for run_id, metrics, params, tags in self._pending:
+                    f.write(json.dumps({
+                        "run_id": run_id,
+                        "metrics": [[m.key, m.value, m.timestamp, m.step] for m in metrics],
+                        "params": [[p.key, p.value] for p in params],
+                        "tags": [[t.key, t.value] for t in tags],
+                    }) + "\n")
+            log.error("%d MLflow writes failed; saved to %s", len(self._pending), self.fallback_file)
+            self._pending = []
+        except OSError:
+            log.exception("could not save unwritten MLflow data")

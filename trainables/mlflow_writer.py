@@ -1,0 +1,423 @@
+"""The sweep in MLflow, written by the Tune driver only.
+
+:class:`MlflowTrialWriter` is a ``ray.tune.Callback``. It receives every result the
+training workers report (through Ray Train's ``TuneReportCallback``) in the driver's event
+loop, one at a time, and writes it with one ``MlflowClient``. No worker opens the tracking
+store, so a local SQLite file never sees two writers (and every write is retried while the
+database is busy, e.g. because ``mlflow ui`` is reading it). It writes and computes nothing
+else: the sweep's outcome comes from ``tuner.fit()``'s result, and the driver records it in
+the parent run with :func:`close_parent_run`.
+
+Mapping of what happens to what MLflow shows (names in ``trainables.tracking_schema``):
+
+* sweep started -> parent run (:func:`open_parent_run`; continued when resumed);
+* trial started -> nested child run named ``trial_run_name(sweep, trial_id)``, tagged by
+  the sweep's strategy (variant and seed, or whether it is the paper's configuration); a
+  trial restarted by Tune (trial failure, ``--resume``) finds that run by its tags and
+  continues it: status back to RUNNING, ``sevlm.trial_starts`` + 1;
+* a training worker (re)started -> ``sevlm.worker_starts``, ``sevlm.resumed_from_step`` and
+  the metric ``worker/start_step``; metrics of steps already in the run are not logged
+  again, so the run holds one history without duplicates; its first report carries the
+  run's flattened configuration, logged as params;
+* evaluation -> metrics at the evaluation's step; final report -> the final metrics and the
+  artifacts (read from the final checkpoint Ray Train persisted to storage);
+* trial finished -> FINISHED; stopped by the scheduler (ASHA) or interrupted sweep ->
+  KILLED; out of retries -> FAILED.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from trainables import tracking_schema as schema
+from trainables.mlflow_store import RunWriter, get_or_create_experiment, open_tracking_store, with_retry
+from trainables.report_protocol import TrialReport
+from trainables.trial import FINAL_MARKER, REPORTS_FILE
+
+log = logging.getLogger(__name__)
+
+UNWRITTEN_FILE = "mlflow_unwritten.jsonl"  # in the sweep's directory: writes MLflow refused
+
+
+def _metric(key: str, value: float, step: int):
+    from mlflow.entities import Metric
+
+    return Metric(key, float(value), int(time.time() * 1000), int(step))
+
+
+# ----------------------------------------------------------------------- parent run
+
+
+def open_parent_run(
+    tracking_uri: str,
+    *,
+    experiment: str,
+    sweep_name: str,
+    sweep_kind: str,
+    sweep_path: str,
+    metric: str,
+    params: dict[str, Any],
+    tags: dict[str, str],
+    spec: dict[str, Any],
+) -> tuple[str, str]:
+    """Create the sweep's parent run, or continue it (``--resume``); returns
+    ``(experiment_id, parent_run_id)``."""
+    client = open_tracking_store(tracking_uri)
+    writer = RunWriter(client, Path(sweep_path) / UNWRITTEN_FILE)
+    experiment_id = get_or_create_experiment(client, experiment, tracking_uri)
+    found = with_retry(client.search_runs, [experiment_id],
+                       filter_string=schema.search_filter_parent(sweep_name), max_results=5)
+    tags = {
+        schema.TAG_SCHEMA_VERSION: schema.SCHEMA_VERSION,
+        schema.TAG_ROLE: schema.ROLE_PARENT,
+        schema.TAG_SWEEP_NAME: sweep_name,
+        schema.TAG_SWEEP_KIND: sweep_kind,
+        schema.TAG_SWEEP_PATH: sweep_path,
+        schema.TAG_METRIC: metric,
+        **tags,
+    }
+    if found:
+        run_id = found[0].info.run_id
+        tags[schema.TAG_RESUME_COUNT] = str(int(found[0].data.tags.get(schema.TAG_RESUME_COUNT, "0")) + 1)
+        with_retry(client.update_run, run_id, status=schema.STATUS_RUNNING)
+    else:
+        run_id = with_retry(client.create_run, experiment_id, tags=tags, run_name=sweep_name).info.run_id
+        tags[schema.TAG_RESUME_COUNT] = "0"
+    writer.write_params(run_id, params)
+    writer.write(run_id, tags=tags)
+    writer.write_json(run_id, schema.ARTIFACT_SWEEP_SPEC, spec)
+    writer.flush(final=True)
+    return experiment_id, run_id
+
+
+def close_parent_run(
+    tracking_uri: str,
+    parent_run_id: str,
+    *,
+    sweep_path: str,
+    status: str,
+    counts: dict[str, int],
+    rows: list[dict[str, Any]],
+    best: dict[str, Any] | None,
+) -> None:
+    """Record the sweep's outcome in its parent run (counts, one row per trial, the best
+    trial) and end it with ``status``."""
+    client = open_tracking_store(tracking_uri)
+    writer = RunWriter(client, Path(sweep_path) / UNWRITTEN_FILE)
+    tags = {
+        schema.TAG_TRIALS_TOTAL: str(counts["total"]),
+        schema.TAG_TRIALS_FINISHED: str(counts["finished"]),
+        schema.TAG_TRIALS_FAILED: str(counts["failed"]),
+        schema.TAG_TRIALS_KILLED: str(counts["killed"]),
+    }
+    metrics = []
+    if best:
+        tags[schema.TAG_BEST_TRIAL_ID] = best["trial_id"]
+        if best.get("run_id"):
+            tags[schema.TAG_BEST_RUN_ID] = best["run_id"]
+        metrics = [_metric(schema.PARENT_BEST_METRIC_PREFIX + k, v, 0) for k, v in best["metrics"].items()]
+        writer.write_json(parent_run_id, schema.ARTIFACT_SWEEP_BEST, best)
+    writer.write(parent_run_id, metrics=metrics, tags=tags)
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(schema.ARTIFACT_SWEEP_RESULTS).name
+        with path.open("w", newline="") as f:
+            out = csv.DictWriter(f, fieldnames=columns)
+            out.writeheader()
+            out.writerows(rows)
+        with_retry(client.log_artifact, parent_run_id, str(path), str(Path(schema.ARTIFACT_SWEEP_RESULTS).parent))
+    writer.flush(final=True)
+    writer.terminate(parent_run_id, status)
+
+
+# ------------------------------------------------------------------------ trial runs
+
+
+@dataclass
+class _TrialRun:
+    run_id: str
+    last_eval_step: int = -1
+    last_log_step: int = -1
+    final_logged: bool = False
+    sessions: set[str] = field(default_factory=set)
+    node_ids: list[str] = field(default_factory=list)
+    worker_starts: int = 0
+    starts: int = 0  # Tune starts of the trial (first start, retries, --resume)
+    open: bool = True
+    end_reason: str | None = None
+
+
+class MlflowTrialWriter(Callback):
+    """Writes every trial of one sweep to MLflow (see the module docstring)."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment_id: str,
+        parent_run_id: str,
+        *,
+        sweep_name: str,
+        sweep_kind: str,
+        sweep_path: str,
+        storage_path: str,
+        metric: str,
+        trial_tags: Callable[[dict[str, Any]], dict[str, str]],
+    ):
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.sweep_name = sweep_name
+        self.sweep_kind = sweep_kind
+        self.sweep_path = sweep_path
+        self.storage_path = storage_path
+        self.metric = metric
+        self.trial_tags = trial_tags
+        self._reset()
+
+    # Tune pickles callbacks into its experiment state (for --resume): only the settings.
+    def _reset(self) -> None:
+        self._writer: RunWriter | None = None
+        self._runs: dict[str, _TrialRun] = {}
+        self._trial_index: dict[str, int] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_writer", "_runs", "_trial_index")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    @property
+    def writer(self) -> RunWriter:
+        if self._writer is None:
+            self._writer = RunWriter(open_tracking_store(self.tracking_uri), Path(self.sweep_path) / UNWRITTEN_FILE)
+        return self._writer
+
+    @property
+    def client(self):
+        return self.writer.client
+
+    # ---- Tune hooks
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        if trial in trials:  # creation order (the paper's configuration is created first)
+            self._trial_index.setdefault(trial.trial_id, trials.index(trial))
+        self._guard(self._trial_started, trial)
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        self._guard(lambda: self.writer.write(self._run(trial).run_id, tags={schema.TAG_ERROR: _error_text(trial)}))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self._guard(self._trial_result, trial, result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._guard(self._trial_ended, trial, error=False)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._guard(self._trial_ended, trial, error=True)
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self._guard(self._experiment_ended)
+
+    def _guard(self, fn, *args, **kwargs) -> None:
+        # A tracking problem must not kill the sweep; what could not be written is kept by
+        # the RunWriter and written later (or saved to a file at the end).
+        try:
+            fn(*args, **kwargs)
+        except Exception:  # noqa: BLE001
+            log.exception("MLflow logging failed in %s", getattr(fn, "__name__", fn))
+
+    # ---- trial runs
+    def _index(self, trial) -> int:
+        if trial.trial_id not in self._trial_index:
+            suffix = str(trial.trial_id).rsplit("_", 1)[-1]
+            self._trial_index[trial.trial_id] = int(suffix) if suffix.isdigit() else len(self._trial_index)
+        return self._trial_index[trial.trial_id]
+
+    def _run(self, trial) -> _TrialRun:
+        """The trial's run: known, found again by its tags (a restarted trial), or new."""
+        if trial.trial_id in self._runs:
+            return self._runs[trial.trial_id]
+        found = with_retry(self.client.search_runs, [self.experiment_id],
+                           filter_string=schema.search_filter_trial(self.sweep_name, trial.trial_id),
+                           max_results=5)
+        if found:
+            run = found[0]
+            tags = run.data.tags
+            state = _TrialRun(
+                run_id=run.info.run_id,
+                worker_starts=int(tags.get(schema.TAG_WORKER_STARTS, "0")),
+                last_eval_step=self._max_step(run.info.run_id, schema.EPOCH_METRIC),
+                last_log_step=self._max_step(run.info.run_id, schema.TRAIN_STEP_PREFIX + "loss"),
+                final_logged=any(k.startswith(schema.TEST_PREFIX) for k in run.data.metrics),
+                node_ids=[n for n in tags.get(schema.TAG_NODE_IDS, "").split(",") if n],
+                starts=int(tags.get(schema.TAG_TRIAL_STARTS, "0")),
+            )
+        else:
+            name = schema.trial_run_name(self.sweep_name, trial.trial_id)
+            tags = {
+                schema.MLFLOW_PARENT_RUN_ID: self.parent_run_id,
+                schema.TAG_SCHEMA_VERSION: schema.SCHEMA_VERSION,
+                schema.TAG_ROLE: schema.ROLE_TRIAL,
+                schema.TAG_SWEEP_NAME: self.sweep_name,
+                schema.TAG_SWEEP_KIND: self.sweep_kind,
+                schema.TAG_TRIAL_ID: trial.trial_id,
+                schema.TAG_TRIAL_NAME: name,
+                schema.TAG_TRIAL_INDEX: str(self._index(trial)),
+                schema.TAG_METRIC: self.metric,
+                **self.trial_tags(dict(trial.config)),
+            }
+            run = with_retry(self.client.create_run, self.experiment_id, tags=tags, run_name=name)
+            state = _TrialRun(run_id=run.info.run_id)
+        self._runs[trial.trial_id] = state
+        return state
+
+    def _max_step(self, run_id: str, key: str) -> int:
+        history = with_retry(self.client.get_metric_history, run_id, key)
+        return max((m.step for m in history), default=-1)
+
+    def _trial_started(self, trial) -> None:
+        state = self._run(trial)
+        state.open = True
+        state.starts += 1
+        with_retry(self.client.update_run, state.run_id, status=schema.STATUS_RUNNING)
+        self.writer.write(state.run_id, tags={schema.TAG_TRIAL_STARTS: str(state.starts)})
+
+    def _trial_result(self, trial, result: dict[str, Any]) -> None:
+        report = TrialReport.from_result(result)
+        state = self._run(trial)
+        if report.config:
+            self.writer.write_params(state.run_id, report.config)
+        metrics: list = []
+        tags: dict[str, str] = {}
+        session = report.session
+        if session is not None and session.session not in state.sessions:
+            # a new training-worker session: the first one, or a restart from a checkpoint
+            state.sessions.add(session.session)
+            state.worker_starts += 1
+            tags[schema.TAG_WORKER_STARTS] = str(state.worker_starts)
+            metrics.append(_metric(schema.WORKER_START_METRIC, session.start_step, session.start_step))
+            if session.start_step > 0:
+                tags[schema.TAG_RESUMED_FROM_STEP] = str(session.start_step)
+            tags[schema.TAG_DEVICE] = session.device
+            tags[schema.TAG_NODE_IP] = session.node_ip
+            if session.node_id:
+                tags[schema.TAG_NODE_ID] = session.node_id
+                if session.node_id not in state.node_ids:
+                    state.node_ids.append(session.node_id)
+                tags[schema.TAG_NODE_IDS] = ",".join(state.node_ids)
+        for earlier in report.replay:
+            # reports persisted before an interruption that may never have reached us
+            if not earlier.final:
+                metrics += self._train_log(state, earlier) + self._evaluation(state, earlier)
+        metrics += self._train_log(state, report)
+        if report.final:
+            if not state.final_logged:
+                metrics += [_metric(k, v, report.step) for k, v in report.metrics.items()]
+                self.writer.write(state.run_id, metrics=metrics, tags=tags)
+                metrics, tags = [], {}
+                if report.checkpoint_path:
+                    self._log_final_artifacts(state.run_id, report.checkpoint_path)
+                state.final_logged = True
+            state.end_reason = schema.END_EARLY_STOPPED if report.stopped_early else schema.END_COMPLETED
+        else:
+            if report.step > state.last_eval_step and report.is_best and report.checkpoint_path:
+                tags[schema.TAG_BEST_CHECKPOINT] = report.checkpoint_path
+                tags[schema.TAG_BEST_STEP] = str(report.step)
+            metrics += self._evaluation(state, report)
+        self.writer.write(state.run_id, metrics=metrics, tags=tags)
+
+    def _train_log(self, state: _TrialRun, report: TrialReport) -> list:
+        metrics = []
+        for step, values in report.train_log:
+            if step <= state.last_log_step:
+                continue
+            for key, value in values.items():
+                name = key[len("train/"):] if key.startswith("train/") else key
+                metrics.append(_metric(schema.TRAIN_STEP_PREFIX + name, value, step))
+            state.last_log_step = step
+        return metrics
+
+    def _evaluation(self, state: _TrialRun, report: TrialReport) -> list:
+        """The metrics of one evaluation report, unless its step is already in the run."""
+        if report.step <= state.last_eval_step:
+            return []
+        state.last_eval_step = report.step
+        return [_metric(k, v, report.step) for k, v in report.metrics.items()]
+
+    def _trial_ended(self, trial, error: bool) -> None:
+        state = self._run(trial)
+        tags: dict[str, str] = {}
+        if error:
+            status, reason = schema.STATUS_FAILED, schema.END_FAILED
+            tags[schema.TAG_ERROR] = _error_text(trial)
+        elif state.final_logged:
+            status, reason = schema.STATUS_FINISHED, state.end_reason or schema.END_COMPLETED
+        else:
+            status, reason = schema.STATUS_KILLED, schema.END_PRUNED
+        tags[schema.TAG_END_REASON] = reason
+        self.writer.write(state.run_id, tags=tags)
+        self.writer.terminate(state.run_id, status)
+        state.open = False
+
+    def _experiment_ended(self) -> None:
+        for state in self._runs.values():
+            if state.open:  # the sweep was interrupted: the trial continues on --resume
+                self.writer.write(state.run_id, tags={schema.TAG_END_REASON: schema.END_INTERRUPTED})
+                self.writer.terminate(state.run_id, schema.STATUS_KILLED)
+                state.open = False
+        self.writer.flush(final=True)
+
+    # ---- artifacts
+    def _log_final_artifacts(self, run_id: str, final_dir: str) -> None:
+        local = self._local_dir(final_dir)
+        if local is None:
+            log.warning("final artifacts of run %s not reachable at %s", run_id, final_dir)
+            return
+        try:
+            for path in sorted(Path(local).iterdir()):
+                if path.name in (FINAL_MARKER, REPORTS_FILE):
+                    continue
+                if path.is_dir():
+                    with_retry(self.client.log_artifacts, run_id, str(path), path.name)
+                else:
+                    with_retry(self.client.log_artifact, run_id, str(path))
+        finally:
+            if local != final_dir:
+                shutil.rmtree(local, ignore_errors=True)
+
+    def _local_dir(self, path: str) -> str | None:
+        if os.path.isdir(path):
+            return path
+        try:  # remote storage (bucket): download through Ray Train's Checkpoint
+            import pyarrow.fs
+            from ray.train import Checkpoint
+
+            fs, _ = pyarrow.fs.FileSystem.from_uri(self.storage_path)
+            tmp = tempfile.mkdtemp(prefix="sevlm_final_")
+            Checkpoint(path=path, filesystem=fs).to_directory(tmp)
+            return tmp
+        except Exception:  # noqa: BLE001
+            log.exception("could not fetch %s", path)
+            return None
+
+
+def _error_text(trial) -> str:
+    try:
+        err = trial.get_error()
+    except Exception:  # noqa: BLE001
+        err = None
+    text = str(err) if err else (getattr(trial, "error_file", None) or "")
+    return text.strip().splitlines()[-1][:500] if text.strip() else "error"
