@@ -13,6 +13,8 @@ the identity).
 
 from __future__ import annotations
 
+import inspect
+
 import sevlm  # noqa: F401  (torchvision shim before transformers)
 import torch
 from torch import nn
@@ -86,13 +88,14 @@ class SEVLMDecoder(nn.Module):
         ``encoder_hidden_states`` must already be projected (:meth:`project_image`). With a
         cache, the cross-attention keys/values are computed on the first call and reused.
         """
-        out = self.gpt.transformer(
+        body = self.gpt.transformer
+        out = body(
             inputs_embeds=inputs_embeds,
             token_type_ids=token_type_ids,
             attention_mask=attention_mask,
             encoder_hidden_states=encoder_hidden_states,
-            past_key_values=past_key_values,
             use_cache=use_cache,
+            **{_cache_keyword(body): past_key_values},
         )
         return out.last_hidden_state, (out.past_key_values if use_cache else None)
 
@@ -146,3 +149,9 @@ def build_decoder(
             gpt = GPT2LMHeadModel(config)
         decoder = SEVLMDecoder(gpt, image_feature_dim)
     return decoder
+
+
+def _cache_keyword(body) -> str:
+    """transformers 5.24 renamed GPT2Model.forward's ``past_key_values`` to ``cache`` (the old
+    name warns and goes in 5.40); 5.23 only knows the old one."""
+    return "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
