@@ -89,15 +89,16 @@ class SEVLMDecoder(nn.Module):
         cache, the cross-attention keys/values are computed on the first call and reused.
         """
         body = self.gpt.transformer
+        cache = _cache_keyword(body)
         out = body(
             inputs_embeds=inputs_embeds,
             token_type_ids=token_type_ids,
             attention_mask=attention_mask,
             encoder_hidden_states=encoder_hidden_states,
             use_cache=use_cache,
-            **{_cache_keyword(body): past_key_values},
+            **{cache: past_key_values},
         )
-        return out.last_hidden_state, (out.past_key_values if use_cache else None)
+        return out.last_hidden_state, (getattr(out, cache) if use_cache else None)
 
 
 def build_decoder(
@@ -152,6 +153,6 @@ def build_decoder(
 
 
 def _cache_keyword(body) -> str:
-    """transformers 5.24 renamed GPT2Model.forward's ``past_key_values`` to ``cache`` (the old
-    name warns and goes in 5.40); 5.23 only knows the old one."""
+    """transformers 5.24 renamed GPT2Model.forward's ``past_key_values`` (argument and output
+    field) to ``cache``; the old name warns and goes in 5.40. 5.23 only knows the old one."""
     return "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
