@@ -121,7 +121,8 @@ def sweep_outcome(results, metric: str, total_trials: int) -> SweepOutcome:
         else:
             status = schema.STATUS_FINISHED if final else schema.STATUS_KILLED
         error = str(result.error).strip().splitlines()[-1][:300] if result.error is not None else None
-        unfinished += result.error is None and last.get(DONE) is not True
+        # A trial restored by --resume after its final report may come back without DONE.
+        unfinished += result.error is None and not final and last.get(DONE) is not True
         trials.append(TrialOutcome(
             trial_id=str(last.get("trial_id")),
             status=status,
