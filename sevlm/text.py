@@ -314,6 +314,8 @@ def parse_generation(text: str) -> tuple[str | None, str]:
     The emotion is the known emotion phrase the text starts with (None if it starts with
     none). A single leading "because" is the connective and is removed; every later
     "because" belongs to the explanation (the reference code cut at the *last* "because").
+    Without a known emotion, the explanation is what follows the first "because" (the
+    whole text if there is none), so an emotion-like word is never scored as explanation.
     Incomplete UTF-8 characters and control characters are dropped.
     """
     rest = normalize_whitespace(_UNPRINTABLE.sub("", text))
@@ -333,6 +335,13 @@ def parse_generation(text: str) -> tuple[str | None, str]:
         rest = ""
     elif rest.lower().startswith(CONNECTIVE + " "):
         rest = rest[len(CONNECTIVE) + 1 :]
+    elif emotion is None:
+        # No known emotion, e.g. "sad because it is dark": the words before the first
+        # connective stand where the emotion should be, the explanation follows it.
+        words = rest.split(" ")
+        lowered_words = [w.lower() for w in words]
+        if CONNECTIVE in lowered_words:
+            rest = " ".join(words[lowered_words.index(CONNECTIVE) + 1 :])
     return emotion, rest.strip()
 
 

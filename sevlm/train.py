@@ -20,6 +20,9 @@ import sys
 
 from sevlm.config import apply_overrides, preset, to_flat_dict, to_json
 
+# Exit status of an error in the user's input (argparse uses the same for bad flags).
+EXIT_USER_ERROR = 2
+
 # flag -> configuration key; None values are left at the preset's value.
 FLAG_KEYS = {
     "dataset": "data.dataset",
@@ -90,7 +93,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved configuration and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--verbose", action="store_true",
+                   help="show the full traceback of an error (default: one message, exit 2)")
     return p
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors in what the user gave (files, flags, weights): one message, not a traceback.
+
+    ValueError covers configuration mistakes (a dataset without its paths, a bad override);
+    ``--verbose`` shows the traceback of any of them.
+    """
+    from sevlm.data import ArtEmisFormatError
+    from sevlm.metrics.emotion_classifier import ClassifierCacheError
+    from sevlm.model.weights import WeightsUnavailableError
+
+    return (ArtEmisFormatError, WeightsUnavailableError, ClassifierCacheError, FileNotFoundError, ValueError)
+
+
+def report_error(exc: BaseException) -> int:
+    kind = type(exc).__name__
+    print(f"error ({kind}): {exc}\n(run again with --verbose for the traceback)", file=sys.stderr)
+    return EXIT_USER_ERROR
 
 
 def resolve_config(args: argparse.Namespace):
@@ -117,9 +141,19 @@ def main(argv: list[str] | None = None) -> int:
         print(to_json(cfg))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from sevlm.data.report import REPORT_FILE, read_report
     from sevlm.training.loop import run_training
 
-    result = run_training(cfg, resume_from=args.resume, progress=not args.quiet)
+    try:
+        result = run_training(cfg, resume_from=args.resume, progress=not args.quiet)
+    except user_errors() as exc:
+        if args.verbose:
+            raise
+        return report_error(exc)
+    report = read_report(result.output_dir)
+    if report is not None:
+        print("\n" + report.summary())
+        print(f"(all of it in {result.output_dir / REPORT_FILE})")
     print(f"\nrun directory: {result.output_dir}")
     print(f"best checkpoint: {result.best_checkpoint_dir}")
     width = max(len(k) for k in result.final_metrics)

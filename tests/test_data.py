@@ -35,7 +35,7 @@ from sevlm.data import (
     split_paintings,
     write_synthetic_contrastive,
 )
-from sevlm.data.dataset import _SentenceBuilder
+from sevlm.data.examples import _SentenceBuilder
 from sevlm.emotions import EMOTIONS, dominant_emotion
 
 ENCODER_SEED = 0
@@ -189,22 +189,18 @@ def test_split_by_painting_deterministic(synth):
     assert not split_paintings(frame, seed=1).equals(split)
 
 
-def test_high_repetition_goes_to_rest_and_v2_anchors_to_train(tmp_path):
+def test_high_repetition_goes_to_rest(tmp_path):
     paths = generate_synthetic_artemis(tmp_path / "s", n_paintings=80, annotators=3, seed=1, high_repetition=2)
-    paths = write_synthetic_contrastive(paths, n_paintings=30, annotators=3, seed=2)
-    frame, report = load_artemis(paths.csv, paths.contrastive_csv)
-    assert set(frame["source"]) == {paths.csv.name, paths.contrastive_csv.name}
-    anchors = sorted(frame["anchor_id"].dropna().unique())
-    assert len(anchors) == 30
-    split = split_paintings(frame, seed=2021, anchors=anchors)
-    assert (split[anchors] == "train").all()
+    frame, report = load_artemis(paths.csv)
+    split = split_paintings(frame, seed=2021)
     high = set(frame.loc[frame["repetition"] > 40, "painting_id"])
     assert len(high) == 2
-    # Paintings annotated more than 40 times are set aside, unless they are v2 anchors.
-    assert set(split.index[split == REST]) == high - set(anchors)
+    # Paintings annotated more than 40 times are set aside.
+    assert set(split.index[split == REST]) == high
     assert 0 < (split == "val").sum() and 0 < (split == "test").sum()
     # Deterministic (the public v2 code iterates over Python sets).
-    assert split_paintings(frame.iloc[::-1], seed=2021, anchors=anchors[::-1]).equals(split)
+    assert split_paintings(frame.iloc[::-1], seed=2021).equals(split)
+    # v2 rules (v1 split kept, contrastive paintings follow their anchor): test_data_fidelity.py
 
 
 def test_dominant_emotion_is_the_shared_definition():
@@ -359,8 +355,9 @@ def test_feature_cache(tmp_path, synth, encoder):
     paths = dict(sorted(found.items())[:20])
     cache = FeatureCache.ensure(encoder, paths, tmp_path, batch_size=8)
     assert cache.images_encoded == 20 and len(cache) == 20
-    assert isinstance(cache.array, np.memmap) and cache.array.dtype == np.float16
-    assert cache.array.shape == (20, encoder.num_patches, encoder.feature_dim)
+    (shard,) = {name for name, _ in cache.index.values()}
+    assert isinstance(cache.shard(shard), np.memmap) and cache.shard(shard).dtype == np.float16
+    assert cache.shard(shard).shape == (20, encoder.num_patches, encoder.feature_dim)
 
     # Values: the encoder's output for the image, stored in fp16.
     from PIL import Image
@@ -383,9 +380,10 @@ def test_feature_cache(tmp_path, synth, encoder):
     enc2 = _tiny_encoder()
     enc2.image_size = 48
     assert enc2.cache_key() != encoder.cache_key()
-    # Another image set neither.
+    # Another image set is another view of the same per-image features: nothing to encode.
     fewer = FeatureCache.ensure(encoder, dict(sorted(paths.items())[:10]), tmp_path, batch_size=8)
-    assert fewer.images_encoded == 10 and fewer.directory != cache.directory
+    assert fewer.images_encoded == 0 and fewer.directory != cache.directory
+    torch.testing.assert_close(fewer.get([key]), cache.get([key]))
 
 
 def _ensure_in_process(paths, cache_dir, barrier, queue):
@@ -415,7 +413,9 @@ def test_feature_cache_two_processes_at_once(tmp_path, synth):
     assert sorted(r[0] for r in results) == [0, 24]  # exactly one process encoded
     assert results[0][1] == results[1][1] and results[0][2] == results[1][2]
     directory = Path(results[0][1])
-    assert sorted(f.name for f in directory.iterdir()) == ["features.npy", "index.json"]
+    assert sorted(f.name for f in directory.iterdir()) == ["index.json"]
+    shards = sorted(f.suffix for f in (directory.parent / "shards").iterdir())
+    assert shards == [".json", ".npy"]  # one shard, complete, no temporary file left
     assert len(FeatureCache(directory)) == 24
 
 
@@ -555,8 +555,9 @@ def test_v2_combined_through_prepare_data(tmp_path, small_copy, tokenizer, lexic
     cfg.data.contrastive_csv = str(paths.contrastive_csv)
     data = prepare_data(cfg, tokenizer, lexicon, encoder)
     frame, _ = load_artemis(paths.csv, paths.contrastive_csv)
-    anchors = set(frame["anchor_id"].dropna())
-    assert anchors and anchors <= set(data.splits["train"].painting_ids)
+    where = {pid: name for name, s in data.splits.items() for pid in s.painting_ids}
+    pairs = frame[["painting_id", "anchor_id"]].dropna().drop_duplicates()
+    assert len(pairs) == 10 and all(where[p] == where[a] for p, a in zip(pairs["painting_id"], pairs["anchor_id"]))
     assert sum(len(s.painting_ids) for s in data.splits.values()) == 50
     cfg.data.contrastive_csv = None
     with pytest.raises(ValueError, match="contrastive_csv"):

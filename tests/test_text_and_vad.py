@@ -174,7 +174,7 @@ def test_training_and_generation_give_the_same_vad_to_word_pieces():
     vectors for the same tokens, and no piece reveals the pieces that follow it."""
     import numpy as np
 
-    from sevlm.data.dataset import _SentenceBuilder
+    from sevlm.data.examples import _SentenceBuilder
     from sevlm.text import GeneratedTokenFeatures
 
     tok = SEVLMTokenizer.offline(8000)  # the tiny preset's vocabulary: many split words

@@ -10,33 +10,33 @@ Typical use::
 
 from sevlm.data.artemis import (
     CONTRASTIVE_COLUMNS,
-    REST,
-    SPLITS,
     V1_COLUMNS,
     ArtEmisFormatError,
-    LoadReport,
-    anchor_ids,
     dominant_emotions,
     load_artemis,
     make_painting_id,
     read_artemis_csv,
     resolve_image_paths,
-    split_paintings,
 )
-from sevlm.data.dataset import (
+from sevlm.data.examples import (
     EpochSampler,
+    TrainingExamples,
+    collate,
+    make_train_loader,
+    training_examples,
+)
+from sevlm.data.pipeline import (
+    DATA_VERSION,
     EvalPaintings,
     PreparedData,
     SplitData,
-    TrainingExamples,
-    collate,
     data_fingerprint,
     eval_batches,
-    make_train_loader,
     prepare_data,
     select_paintings,
-    training_examples,
 )
+from sevlm.data.report import REPORT_FILE, REST, SPLITS, LoadReport, read_report
+from sevlm.data.splits import anchor_ids, assign_splits, split_paintings
 from sevlm.data.feature_cache import FeatureCache, image_set_hash
 from sevlm.data.synthetic import (
     SyntheticPaths,
@@ -48,6 +48,8 @@ from sevlm.data.synthetic import (
 
 __all__ = [
     "CONTRASTIVE_COLUMNS",
+    "DATA_VERSION",
+    "REPORT_FILE",
     "REST",
     "SPLITS",
     "V1_COLUMNS",
@@ -61,6 +63,7 @@ __all__ = [
     "SyntheticPaths",
     "TrainingExamples",
     "anchor_ids",
+    "assign_splits",
     "collate",
     "data_fingerprint",
     "dataset_name",
@@ -73,6 +76,7 @@ __all__ = [
     "make_train_loader",
     "prepare_data",
     "read_artemis_csv",
+    "read_report",
     "resolve_image_paths",
     "select_paintings",
     "split_paintings",

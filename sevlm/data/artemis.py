@@ -1,4 +1,4 @@
-"""Reading, validating and splitting ArtEmis annotations (v1.0 and v2.0 "Combined").
+"""Reading and validating ArtEmis annotations (v1.0 and v2.0 "Combined").
 
 Formats
 -------
@@ -6,7 +6,7 @@ Formats
   utterance, repetition`` (extra columns are ignored).
 - v2.0 ``Contrastive.csv``: the same columns plus ``anchor_art_style, anchor_painting``
   (``repetition`` may be absent there: it is then the painting's number of rows in that
-  file). v2.0 "Combined" = v1.0 + Contrastive.csv; every anchor painting goes to train.
+  file). v2.0 "Combined" = v1.0 + Contrastive.csv (splits: :mod:`sevlm.data.splits`).
 - Images (WikiArt layout): ``<image_dir>/<art_style>/<painting>.jpg``.
 
 A painting is identified by ``painting_id = "<art_style>/<painting>"`` with both parts in
@@ -17,16 +17,14 @@ NFC-normalising the directory listings, so both spellings find the same file.
 Preprocessing (ArtEmis' ``preprocess_artemis_data.py --preprocess-for-deep-nets``, with the
 fixes of REFERENCE.md):
 
-1. Paintings with ``repetition > max_repetition`` (40) go to the "rest" split.
-2. The remaining paintings are split 85/5/10 **by painting**: the sorted unique painting ids
-   are permuted with ``numpy.random.default_rng(split_seed)``; no Python ``set`` iteration
-   order is involved, so the split is the same on every machine and Python version. For v2,
-   anchor paintings are forced into train and the val/test sizes are fractions of all
-   split paintings.
-3. Utterances with fewer than ``min_tokens`` (5) word tokens (``\\w+`` runs and single
-   punctuation marks, like ``nltk.word_tokenize``) are dropped (counted skip). Longer ones
-   are **kept** and cut to the model length by the tokenizer (``max_tokens`` only counts
-   them in the report).
+1. Utterances with fewer than ``min_tokens`` (5) or more than ``max_tokens`` (30) word
+   tokens (``\\w+`` runs and single punctuation marks, like ``nltk.word_tokenize``) are
+   dropped in every split, as ArtEmis does (counted skips ``too_short`` / ``too_long``).
+   ``data.long_utterances="keep"`` keeps the long ones instead (the tokenizer then cuts
+   them at the model length, counted as a truncation by the training examples).
+2. The split (``sevlm.data.splits``): "rest" for ``repetition > max_repetition`` (40), then
+   85/5/10 by painting with a fixed seed; v2 keeps every v1 painting's v1 split and puts
+   each contrastive painting where its anchor is.
 
 Bad input (each case is tested in ``tests/test_data.py``); "row N" is the 1-based data row
 of the CSV (the header is not counted):
@@ -44,7 +42,10 @@ empty art_style / painting     counted skip ``missing_painting``
 non-numeric repetition         :class:`ArtEmisFormatError` naming the file and rows
 exact duplicate row            counted skip ``duplicate_row``, the first occurrence is kept
                                (same painting, emotion and whitespace-normalised utterance)
-too short utterance            counted skip ``too_short``
+too short / too long utterance counted skip ``too_short`` / ``too_long`` (long ones kept
+                               with ``long_utterances="keep"``)
+v2 anchor not in the v1 file   counted (``contrastive_anchor_missing_from_v1_paintings``);
+                               :class:`ArtEmisFormatError` when no anchor is there at all
 NFC vs NFD painting names      normalised to NFC (counted as a note), images found either way
 missing image file             counted skip ``missing_image``: the painting (all its rows)
                                is excluded; an error if no image at all is found
@@ -52,8 +53,8 @@ corrupt image file             counted skip ``corrupt_image`` at the feature-cac
                                (see :mod:`sevlm.data.feature_cache`), painting excluded
 =============================  ===========================================================
 
-Everything is vectorised pandas (explicit string dtypes): the 455k-row v1.0 file loads,
-validates and splits in a few seconds (see ``benchmarks/bench_data.py``).
+Everything is vectorised pandas (explicit string dtypes): the 455k-row v1.0 file loads
+and validates in a few seconds (see ``benchmarks/bench_data.py``).
 """
 
 from __future__ import annotations
@@ -62,8 +63,7 @@ import logging
 import os
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -75,20 +75,20 @@ try:  # fast vectorised string kernels (pandas 3 stores strings in pyarrow when 
 except ImportError:  # pragma: no cover - pure-Python fallback
     pa = pc = None
 
+from sevlm.data.report import MAX_EXAMPLES, LoadReport
 from sevlm.emotions import EMOTIONS, dominant_emotion
 
 log = logging.getLogger(__name__)
 
 V1_COLUMNS = ("art_style", "painting", "emotion", "utterance", "repetition")
 CONTRASTIVE_COLUMNS = ("art_style", "painting", "emotion", "utterance", "anchor_art_style", "anchor_painting")
-SPLITS = ("train", "val", "test")
-REST = "rest"
 IMAGE_EXTENSION = ".jpg"
-MAX_EXAMPLES = 5  # examples kept per skip reason in the report
+LONG_UTTERANCE_POLICIES = ("drop", "keep")
 
 # Word tokens as nltk.word_tokenize counts them (roughly): runs of word characters and
 # single punctuation marks.
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+_TOKEN_RE2 = r"[\p{L}\p{N}_]+|[^\p{L}\p{N}_\s]"  # the same in RE2 (pyarrow): \w is ASCII there
 # Whitespace that " ".join(text.split()) would change: (Python pattern, RE2 pattern).
 _WS_CLASS = "\t\n\r\x0b\x0c\x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 _IRREGULAR_SPACE = (
@@ -100,86 +100,6 @@ _IRREGULAR_SPACE = (
 
 class ArtEmisFormatError(ValueError):
     """Input that cannot be used; the message names the file (and rows / column)."""
-
-
-# ----------------------------------------------------------------------------- report
-
-
-@dataclass
-class LoadReport:
-    """What loading did: rows read and kept, and every skip counted by reason.
-
-    ``skips[reason]`` counts skipped rows (or paintings for ``missing_image`` /
-    ``corrupt_image``); ``examples[reason]`` keeps the first few as ``"<file> row N: ..."``
-    (or the image path). ``notes`` are informational counts that removed nothing
-    (names normalised to NFC, long utterances cut by the tokenizer, negative fallbacks...).
-    """
-
-    files: list[str] = field(default_factory=list)
-    rows_read: dict[str, int] = field(default_factory=dict)
-    rows_kept: int = 0
-    skips: dict[str, int] = field(default_factory=dict)
-    examples: dict[str, list[str]] = field(default_factory=dict)
-    notes: dict[str, int] = field(default_factory=dict)
-    split_paintings: dict[str, int] = field(default_factory=dict)
-    split_annotations: dict[str, int] = field(default_factory=dict)
-
-    def skip(self, reason: str, count: int, examples: Iterable[str] = ()) -> None:
-        if count <= 0:
-            return
-        self.skips[reason] = self.skips.get(reason, 0) + int(count)
-        kept = self.examples.setdefault(reason, [])
-        for example in examples:
-            if len(kept) >= MAX_EXAMPLES:
-                break
-            kept.append(example)
-
-    def note(self, name: str, count: int) -> None:
-        self.notes[name] = self.notes.get(name, 0) + int(count)
-
-    @property
-    def total_skipped(self) -> int:
-        return sum(self.skips.values())
-
-    def summary(self) -> str:
-        lines = [
-            "ArtEmis load report: "
-            + ", ".join(f"{Path(f).name}: {n} rows" for f, n in self.rows_read.items())
-            + f"; {self.rows_kept} annotations kept"
-        ]
-        if self.split_paintings:
-            lines.append(
-                "  split (paintings / annotations): "
-                + ", ".join(
-                    f"{s} {self.split_paintings.get(s, 0)}/{self.split_annotations.get(s, 0)}"
-                    for s in (*SPLITS, REST)
-                    if s in self.split_paintings
-                )
-            )
-        for reason in sorted(self.skips):
-            lines.append(f"  skipped {reason}: {self.skips[reason]}")
-            for example in self.examples.get(reason, []):
-                lines.append(f"    e.g. {example}")
-        for name in sorted(self.notes):
-            lines.append(f"  note {name}: {self.notes[name]}")
-        return "\n".join(lines)
-
-    def log(self, logger: logging.Logger | None = None) -> None:
-        logger = logger or log
-        level = logging.WARNING if self.skips else logging.INFO
-        logger.log(level, "%s", self.summary())
-
-    def to_dict(self) -> dict:
-        return {
-            "files": list(self.files),
-            "rows_read": dict(self.rows_read),
-            "rows_kept": self.rows_kept,
-            "skips": dict(self.skips),
-            "examples": {k: list(v) for k, v in self.examples.items()},
-            "notes": dict(self.notes),
-            "split_paintings": dict(self.split_paintings),
-            "split_annotations": dict(self.split_annotations),
-        }
 
 
 # ------------------------------------------------------------------------ reading
@@ -278,7 +198,8 @@ def read_artemis_csv(
             raise ArtEmisFormatError(
                 f"{name}: unknown emotion label in {int(unknown.sum())} row(s): "
                 + "; ".join(examples)
-                + f". Expected one of {list(EMOTIONS)}"
+                + f". Expected one of {list(EMOTIONS)}; to skip such rows (counted in the "
+                "report): --set data.on_unknown_emotion=skip"
             )
         report.skip("unknown_emotion", int(unknown.sum()), examples)
         drop |= unknown
@@ -356,9 +277,19 @@ def normalise_whitespace(texts: pd.Series) -> pd.Series:
 
 
 def count_word_tokens(utterances: pd.Series) -> pd.Series:
-    """Word tokens (``\\w+`` runs and single punctuation marks) of each utterance."""
+    """Word tokens (``\\w+`` runs and single punctuation marks) of each utterance; pyarrow's
+    RE2 kernel when available (the same counts as Python's ``re``, non-ASCII included)."""
+    if pc is not None:
+        try:
+            counts = pc.count_substring_regex(pa.array(utterances), _TOKEN_RE2)
+            values = np.asarray(pc.fill_null(counts, 0).to_numpy(zero_copy_only=False), dtype=np.int32)
+            return pd.Series(values, index=utterances.index, dtype=np.int32)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            pass
     return pd.Series(
-        [len(_TOKEN_RE.findall(t)) for t in utterances], index=utterances.index, dtype=np.int32
+        [len(_TOKEN_RE.findall(t)) if isinstance(t, str) else 0 for t in utterances],
+        index=utterances.index,
+        dtype=np.int32,
     )
 
 
@@ -374,28 +305,41 @@ def _matches(texts: pd.Series, pattern: tuple[str, str]) -> np.ndarray:
     return np.fromiter((isinstance(t, str) and regex.search(t) is not None for t in texts), bool, len(texts))
 
 
-def _space_counts(texts: pd.Series) -> np.ndarray:
-    if pc is not None:
-        try:
-            counts = pc.count_substring(pa.array(texts), " ")
-            return np.asarray(pc.fill_null(counts, 0).to_numpy(zero_copy_only=False), dtype=np.int64)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-            pass
-    return np.fromiter((t.count(" ") for t in texts), np.int64, len(texts))
+def _length_skips(
+    frame: pd.DataFrame, counts: pd.Series, mask: np.ndarray, reason: str, report: LoadReport
+) -> None:
+    if mask.any():
+        full = _full_paths(report)
+        examples = [
+            f"{full(frame.at[i, 'source'])} row {frame.at[i, 'row']}: {counts[i]} token(s)"
+            for i in frame.index[mask][:MAX_EXAMPLES]
+        ]
+        report.skip(reason, int(mask.sum()), examples)
 
 
-def _short_utterances(utterances: pd.Series, min_tokens: int) -> tuple[np.ndarray, pd.Series]:
-    """Mask of utterances with fewer than ``min_tokens`` word tokens, and their counts.
-
-    Every whitespace-separated word holds at least one token, so only utterances with
-    fewer than ``min_tokens`` words need the (slow, exact) token count.
-    """
-    words = _space_counts(utterances) + 1
-    candidates = words < min_tokens
-    counts = count_word_tokens(utterances[candidates])
-    short = np.zeros(len(utterances), dtype=bool)
-    short[np.flatnonzero(candidates)[counts.to_numpy() < min_tokens]] = True
-    return short, counts
+def _check_anchors(v1: pd.DataFrame, contrastive: pd.DataFrame, report: LoadReport) -> None:
+    """Count contrastive rows whose anchor painting is not in the v1 file; refuse when no
+    anchor at all is there (that is the wrong v1 file, not a few missing paintings)."""
+    v1_name, c_name = _full_paths(report)(v1["source"].iat[0]), _full_paths(report)(contrastive["source"].iat[0])
+    no_anchor = contrastive["anchor_id"].isna()
+    report.note("contrastive_rows_without_anchor", int(no_anchor.sum()), _rows(c_name, contrastive[no_anchor]))
+    named = contrastive[~no_anchor]
+    if named.empty:
+        return
+    present = named["anchor_id"].isin(set(v1["painting_id"]))
+    if not present.any():
+        raise ArtEmisFormatError(
+            f"{c_name}: none of its {named['anchor_id'].nunique()} anchor paintings "
+            f"(columns anchor_art_style/anchor_painting, e.g. {named['anchor_id'].iat[0]!r}) is a "
+            f"painting of {v1_name}: pass the ArtEmis v1.0 CSV these contrastive annotations "
+            "were made for (--artemis-csv)"
+        )
+    missing = named[~present]
+    report.note(
+        "contrastive_anchor_missing_from_v1_paintings", int(missing["anchor_id"].nunique()),
+        _rows(c_name, missing.drop_duplicates("anchor_id"), "anchor " + missing["anchor_id"] + " is not in " + v1_name),
+    )
+    report.note("contrastive_rows_with_missing_anchor", len(missing))
 
 
 def load_artemis(
@@ -404,89 +348,51 @@ def load_artemis(
     *,
     min_tokens: int = 5,
     max_tokens: int = 30,
+    long_utterances: str = "drop",
     on_unknown_emotion: str = "error",
     report: LoadReport | None = None,
 ) -> tuple[pd.DataFrame, LoadReport]:
     """Read ArtEmis v1.0 (and, with ``contrastive_csv``, v2.0 Combined), validated.
 
     Returns the annotations (see :func:`read_artemis_csv`; ``anchor_id`` is None for v1
-    rows) and the :class:`LoadReport`. Duplicates are removed across both files.
+    rows, ``contrastive`` marks the rows of ``contrastive_csv``) and the
+    :class:`LoadReport`. Duplicates are removed across both files. Utterances shorter than
+    ``min_tokens`` word tokens are dropped; longer than ``max_tokens`` are dropped too
+    (``long_utterances="drop"``, ArtEmis' own preprocessing) or kept for the tokenizer to
+    cut (``"keep"``, the behaviour before DATA_VERSION 3).
     """
+    if long_utterances not in LONG_UTTERANCE_POLICIES:
+        raise ValueError(f"long_utterances must be one of {LONG_UTTERANCE_POLICIES}, got {long_utterances!r}")
     report = report or LoadReport()
     frames = [read_artemis_csv(csv_path, report, on_unknown_emotion=on_unknown_emotion)]
+    frames[0]["contrastive"] = False
     if contrastive_csv is not None:
         frames.append(
             read_artemis_csv(contrastive_csv, report, contrastive=True, on_unknown_emotion=on_unknown_emotion)
         )
+        frames[1]["contrastive"] = True
+        if len(frames[0]) and len(frames[1]):
+            _check_anchors(frames[0], frames[1], report)
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     if "anchor_id" not in frame.columns:
         frame["anchor_id"] = None
     frame = frame.reset_index(drop=True)
     dup = _duplicates(frame, report)
-    short, counts = _short_utterances(frame["utterance"], min_tokens)
-    short &= ~dup
-    if short.any():
-        shown = frame.index[short][:MAX_EXAMPLES]
-        full = _full_paths(report)
-        examples = [f"{full(frame.at[i, 'source'])} row {frame.at[i, 'row']}: {counts[i]} token(s)" for i in shown]
-        report.skip("too_short", int(short.sum()), examples)
-    keep = ~(dup | short)
-    # Long utterances are kept (the tokenizer cuts them to the model length); count them.
-    long = _space_counts(frame["utterance"]) + 1 > max_tokens
-    report.note(f"longer_than_{max_tokens}_words_kept", int((long & keep).sum()))
+    counts = count_word_tokens(frame["utterance"])
+    short = (counts.to_numpy() < min_tokens) & ~dup
+    _length_skips(frame, counts, short, "too_short", report)
+    long = (counts.to_numpy() > max_tokens) & ~dup
+    if long_utterances == "drop":
+        _length_skips(frame, counts, long, "too_long", report)
+    else:
+        long[:] = False  # kept: cut at the model's token limit, counted there
+    keep = ~(dup | short | long)
     if not keep.all():
         frame = frame[keep].reset_index(drop=True)
     if frame.empty:
         raise ArtEmisFormatError(f"{csv_path}: no valid annotation left after validation:\n{report.summary()}")
     report.rows_kept = len(frame)
     return frame, report
-
-
-def anchor_ids(frame: pd.DataFrame) -> list[str]:
-    """Sorted ids of the v2 anchor paintings."""
-    if "anchor_id" not in frame.columns:
-        return []
-    return sorted(frame["anchor_id"].dropna().unique().tolist())
-
-
-# -------------------------------------------------------------------------- split
-
-
-def split_paintings(
-    frame: pd.DataFrame,
-    *,
-    seed: int = 2021,
-    fractions: Sequence[float] = (0.85, 0.05, 0.10),
-    max_repetition: int = 40,
-    anchors: Iterable[str] = (),
-) -> pd.Series:
-    """Deterministic split by painting: a Series painting_id -> "train"/"val"/"test"/"rest".
-
-    Sorted unique painting ids (numpy sort, not a set), paintings with a repetition above
-    ``max_repetition`` set aside as "rest", anchors forced into train, the others permuted
-    with ``default_rng(seed)``: the first ``round(f_val * n)`` go to val, the next
-    ``round(f_test * n)`` to test, the rest to train (``n`` counts all non-rest paintings).
-    """
-    if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
-        raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
-    repetition = frame.groupby("painting_id", sort=True)["repetition"].max()
-    ids = repetition.index.to_numpy(dtype=object)
-    anchor_set = set(anchors)
-    is_anchor = np.fromiter((i in anchor_set for i in ids), dtype=bool, count=len(ids))
-    is_rest = (repetition.to_numpy() > max_repetition) & ~is_anchor
-    split = np.full(len(ids), "train", dtype=object)
-    split[is_rest] = REST
-    candidates = np.flatnonzero(~is_rest & ~is_anchor)
-    n = int((~is_rest).sum())
-    n_val = int(round(fractions[1] * n))
-    n_test = int(round(fractions[2] * n))
-    if n_val + n_test > len(candidates):
-        scale = len(candidates) / max(1, n_val + n_test)
-        n_val, n_test = int(n_val * scale), len(candidates) - int(n_val * scale)
-    order = candidates[np.random.default_rng(seed).permutation(len(candidates))]
-    split[order[:n_val]] = "val"
-    split[order[n_val : n_val + n_test]] = "test"
-    return pd.Series(split, index=pd.Index(ids, name="painting_id"), name="split")
 
 
 def dominant_emotions(frame: pd.DataFrame) -> dict[str, str | None]:

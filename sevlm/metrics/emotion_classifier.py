@@ -5,8 +5,10 @@ ArtEmis measured EA with a classifier trained on the training utterances. We use
 on CPU and strong enough for the task (ArtEmis' own reached about 63%).
 
 EA is only comparable between runs that use the *same* classifier, so
-``load_or_train_classifier`` trains it once per dataset fingerprint and caches it; every
-later run (and every concurrent process, serialised by a file lock) loads that copy.
+``load_or_train_classifier`` trains it once per :func:`classifier_identity` (a hash of the
+training utterances and labels) and caches it; every later run (and every concurrent
+process, serialised by a file lock) loads that copy. Stored on storage every node sees
+(``data.ea_classifier_dir``), it is trained once per cluster, not once per node.
 
 The cache never unpickles anything: a classifier is a directory holding
 ``classifier.json`` (classes, vocabulary, parameters, held-out accuracy, fingerprint) and
@@ -243,6 +245,21 @@ def load_or_train_classifier(
         classifier.dataset_fingerprint = dataset_fingerprint
         _save_atomically(classifier, entry)
         return classifier
+
+
+def classifier_identity(texts: Sequence[str], labels: Sequence[str], params: ClassifierParams | None = None) -> str:
+    """The EA classifier's identity: a hash of its training utterances and labels (in order),
+    its hyper-parameters and the storage format, and nothing else.
+
+    Runs that train on the same utterances share one classifier whatever their tokenizer,
+    lexicon, sentence length or feature-cache folder (none of which the classifier reads),
+    so their EA is comparable; runs log this identity (MLflow param ``ea_classifier.id``).
+    """
+    params = params or ClassifierParams()
+    h = hashlib.sha256(f"format={FORMAT_VERSION}|".encode())
+    h.update(json.dumps(dataclasses.asdict(params), sort_keys=True).encode())
+    h.update(fingerprint_texts(texts, labels).encode())
+    return h.hexdigest()[:16]
 
 
 def fingerprint_texts(texts: Sequence[str], labels: Sequence[str]) -> str:

@@ -72,6 +72,12 @@ class SEVLMDecoder(nn.Module):
     def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.wte(input_ids)
 
+    def position_segment_embeddings(self, segment_ids: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """(B, T, n_embd): what GPT-2 adds to its input embeddings at positions start.. (the
+        position embeddings and ``wte(token_type_ids)``: segment ids are token ids)."""
+        positions = torch.arange(start, start + segment_ids.shape[1], device=segment_ids.device)
+        return self.gpt.transformer.wpe(positions).unsqueeze(0) + self.wte(segment_ids)
+
     def forward(
         self,
         inputs_embeds: torch.Tensor,

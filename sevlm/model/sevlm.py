@@ -184,13 +184,23 @@ class SEVLM(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def embed(self, input_ids: torch.Tensor, vad: torch.Tensor | None,
-              explanation_mask: torch.Tensor | None) -> torch.Tensor:
-        """Word embeddings, VAD-fused on explanation positions when VAD features are on."""
+    def embed(self, input_ids: torch.Tensor, vad: torch.Tensor | None, explanation_mask: torch.Tensor | None,
+              segment_ids: torch.Tensor | None = None, last_only: bool = False) -> torch.Tensor:
+        """Decoder input embeddings, VAD-fused on explanation positions when VAD features are
+        on (``model.fusion_input``). ``last_only``: ``input_ids`` (B, 1) is the last position
+        of the (B, L) ``vad`` / ``explanation_mask`` / ``segment_ids`` (cached generation)."""
         embeds = self.decoder.embed_tokens(input_ids)
-        if self.vad_model is not None:
-            embeds = self.vad_model(embeds, vad.to(embeds.dtype), explanation_mask)
-        return embeds
+        if self.vad_model is None:
+            return embeds
+        vad = vad.to(embeds.dtype)
+        if self.cfg.fusion_input == "word":
+            return self.vad_model(embeds, vad, explanation_mask, last_only=last_only)
+        # "paper" (eq. 2): fuse f^X = word + position + segment embeddings. GPT-2 adds the
+        # last two to its input itself, so they are taken off the fused positions again.
+        start = explanation_mask.shape[1] - input_ids.shape[1]
+        extra = self.decoder.position_segment_embeddings(segment_ids[:, start:], start).to(embeds.dtype)
+        fused = self.vad_model(embeds + extra, vad, explanation_mask, last_only=last_only)
+        return torch.where(explanation_mask[:, start:].bool().unsqueeze(-1), fused - extra, embeds)
 
     def sequence_hidden_states(self, seq: dict, encoder_states: torch.Tensor) -> torch.Tensor:
         """Last hidden states (B, L, d) of one batch of sentences.
@@ -198,7 +208,7 @@ class SEVLM(nn.Module):
         ``encoder_states``: projected image features (B, K, d) (see
         ``self.decoder.project_image``).
         """
-        embeds = self.embed(seq["input_ids"], seq.get("vad"), seq.get("explanation_mask"))
+        embeds = self.embed(seq["input_ids"], seq.get("vad"), seq.get("explanation_mask"), seq["segment_ids"])
         hidden, _ = self.decoder(
             embeds,
             token_type_ids=seq["segment_ids"],
@@ -309,7 +319,7 @@ class SEVLM(nn.Module):
         self.eval()
         try:
             enc = self.decoder.project_image(image_features).repeat_interleave(n_emo, dim=0)
-            embeds = self.embed(per_image(ids), per_image(vad), per_image(expl))
+            embeds = self.embed(per_image(ids), per_image(vad), per_image(expl), per_image(segs))
             hidden, _ = self.decoder(embeds, token_type_ids=per_image(segs), encoder_hidden_states=enc,
                                      attention_mask=per_image(attention), use_cache=False)
             logits = self.decoder.lm_head(hidden[:, :-1]).float()
@@ -405,7 +415,7 @@ class SEVLM(nn.Module):
         outputs: list[list[int]] = [[] for _ in range(bsz)]
         finished = torch.zeros(bsz, dtype=torch.bool, device=device)
 
-        embeds = self.embed(ids, vad, expl)
+        embeds = self.embed(ids, vad, expl, segs)
         hidden, past = self.decoder(embeds, segs, enc, use_cache=use_cache)
         logits = self.decoder.lm_head(hidden[:, -1]).float()
 
@@ -436,12 +446,10 @@ class SEVLM(nn.Module):
             vad = torch.cat([vad, vad_t], dim=1)
 
             if use_cache:
-                new_embeds = self.decoder.embed_tokens(nxt.unsqueeze(1))
-                if use_vad:
-                    new_embeds = self.vad_model(new_embeds, vad.to(new_embeds.dtype), expl, last_only=True)
+                new_embeds = self.embed(nxt.unsqueeze(1), vad, expl, segs, last_only=True)
                 hidden, past = self.decoder(new_embeds, seg_t, enc, past_key_values=past, use_cache=True)
             else:
-                embeds = self.embed(ids, vad, expl)
+                embeds = self.embed(ids, vad, expl, segs)
                 hidden, _ = self.decoder(embeds, segs, enc, use_cache=False)
             logits = self.decoder.lm_head(hidden[:, -1]).float()
         return outputs

@@ -26,7 +26,9 @@ from sevlm.text import parse_generation
 # - acc: the emotion read off the nucleus-sampled generation (the paper's protocol);
 # - closed_acc: the most likely of the nine emotion prompts given the image, with none of
 #   the sampling noise (SEVLM.emotion_log_likelihoods);
-# - nonword_rate: generated explanation words found in no training utterance.
+# - nonword_rate: generated explanation words found in no training utterance;
+# - no_emotion_rate: paintings whose generation names none of the nine emotions (their
+#   ACC counts as wrong; only the part after "because" is scored as the explanation).
 EVAL_METRIC_NAMES = (
     "acc",
     "closed_acc",
@@ -40,6 +42,7 @@ EVAL_METRIC_NAMES = (
     "cider",
     "unique",
     "nonword_rate",
+    "no_emotion_rate",
     "paintings",
 )
 
@@ -147,6 +150,7 @@ def score_generations(
         "cider": captions.cider,
         "unique": unique_ratio(list(explanations.values())),
         "nonword_rate": nonword_rate(nonwords),
+        "no_emotion_rate": no_emotion_rate(emotions),
     }
     metrics = {f"{split}/{k}": 100.0 * float(v) for k, v in metrics.items() if v is not None}
     metrics[f"{split}/paintings"] = float(len(texts))
@@ -172,6 +176,13 @@ def score_generations(
             }
         )
     return Evaluation(metrics, pd.DataFrame(rows, columns=PREDICTION_COLUMNS))
+
+
+def no_emotion_rate(emotions: dict[str, str | None]) -> float | None:
+    """Share of paintings whose generation names no emotion (None when there is none)."""
+    if not emotions:
+        return None
+    return sum(e is None for e in emotions.values()) / len(emotions)
 
 
 def write_predictions(evaluation: Evaluation, path: str | Path) -> Path:

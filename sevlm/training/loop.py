@@ -25,9 +25,11 @@ import torch
 import sevlm  # noqa: F401
 from sevlm.config import ExperimentConfig, to_flat_dict, to_json
 from sevlm.data import PreparedData, eval_batches, make_train_loader, prepare_data
-from sevlm.metrics import load_or_train_classifier
+from sevlm.data.report import REPORT_FILE
+from sevlm.metrics.emotion_classifier import classifier_identity, load_or_train_classifier
 from sevlm.metrics.vocabulary import vocabulary
 from sevlm.model import SEVLM, build_image_encoder
+from sevlm.model.weights import ensure_pretrained_available
 from sevlm.provenance import code_version
 from sevlm.text import SEVLMTokenizer
 from sevlm.training.callbacks import EvaluationEvent, RunResult, TrainingCallback
@@ -53,6 +55,19 @@ BEST_MODEL_FILE = "best_model.safetensors"
 # The random (tiny) image encoder uses a fixed seed so that every trial of a sweep shares
 # one feature cache; trial seeds vary the trainable model only.
 IMAGE_ENCODER_SEED = 0
+
+
+# MLflow param of every run: the EA classifier's identity (classifier_identity), so that
+# analysis can check that compared runs share one classifier.
+EA_CLASSIFIER_PARAM = "ea_classifier.id"
+
+
+def ea_classifier_dir(cfg: ExperimentConfig) -> Path:
+    """Where the EA classifier is stored: ``data.ea_classifier_dir``, or next to the
+    feature cache (``<feature_cache_dir>/../ea_classifier``)."""
+    if cfg.data.ea_classifier_dir:
+        return Path(cfg.data.ea_classifier_dir)
+    return Path(cfg.data.feature_cache_dir).parent / "ea_classifier"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -105,6 +120,7 @@ class RunContext:
 
 
 def build_context(cfg: ExperimentConfig) -> RunContext:
+    ensure_pretrained_available(cfg.model)  # before any data work: fail fast, once
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.seed)
     tokenizer = SEVLMTokenizer.for_decoder(
@@ -115,12 +131,13 @@ def build_context(cfg: ExperimentConfig) -> RunContext:
     data = prepare_data(cfg, tokenizer, lexicon, encoder)
     del encoder  # features are cached; the encoder is not needed for training
     train = data.splits["train"].annotations
+    texts, labels = train["utterance"].tolist(), train["emotion"].tolist()
     classifier = load_or_train_classifier(
-        Path(cfg.data.feature_cache_dir).parent / "ea_classifier",
-        data.fingerprint,
-        train["utterance"].tolist(),
-        train["emotion"].tolist(),
-        seed=0,  # one classifier per dataset, whatever the trial's seed
+        ea_classifier_dir(cfg),
+        classifier_identity(texts, labels),
+        texts,
+        labels,
+        seed=0,  # one classifier per training set, whatever the trial's seed
     )
     seed_everything(cfg.seed)
     model = SEVLM.from_config(
@@ -140,6 +157,8 @@ def build_context(cfg: ExperimentConfig) -> RunContext:
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    # Complete now: the training examples above counted their truncations into it.
+    data.report.write_json(output_dir)
     return RunContext(
         cfg, device, tokenizer, data, classifier, model, optimizer, scheduler, scaler,
         use_amp, steps_per_epoch, total, output_dir, vocabulary(train["utterance"]),
@@ -223,6 +242,17 @@ class _Meter:
         return out
 
 
+def run_params(ctx: RunContext) -> dict:
+    """What a run logs as its params: the flattened configuration, the data fingerprint,
+    the code version, the EA classifier's identity and every count of the load report."""
+    flat = to_flat_dict(ctx.cfg)
+    flat["data.fingerprint"] = ctx.data.fingerprint
+    flat["code_version"] = code_version()
+    flat[EA_CLASSIFIER_PARAM] = ctx.classifier.dataset_fingerprint  # its identity (cache key)
+    flat |= ctx.data.report.params()  # what loading did to the data, in every trial's params
+    return flat
+
+
 def run_training(
     cfg: ExperimentConfig,
     callbacks: Sequence[TrainingCallback] = (),
@@ -238,9 +268,7 @@ def run_training(
         _restore_best(Path(resume_from), ctx.output_dir)
         log.info("resumed from %s at step %d", resume_from, state.step)
 
-    flat = to_flat_dict(cfg)
-    flat["data.fingerprint"] = ctx.data.fingerprint
-    flat["code_version"] = code_version()
+    flat = run_params(ctx)
     for cb in callbacks:
         cb.on_train_start(flat, state.step)
 
@@ -377,7 +405,11 @@ def _finish(ctx: RunContext, state: TrainingState, callbacks, stopped_early: boo
         final_metrics=final,
         best_checkpoint_dir=best_dir,
         output_dir=ctx.output_dir,
-        artifacts={"predictions_test": predictions, "samples": samples},
+        artifacts={
+            "predictions_test": predictions,
+            "samples": samples,
+            "data_report": ctx.output_dir / REPORT_FILE,
+        },
         stopped_early=stopped_early,
     )
     for cb in callbacks:
