@@ -25,12 +25,19 @@ from analysis.predictions import (
     UNIQUE,
 )
 from analysis.runs import Sweep
+from sevlm.heldout import HELDOUT_DATASETS
+from sevlm.heldout.evaluation import CLOSED_ACC as HELDOUT_CLOSED_ACC
 from sevlm.training.evaluation import INFERENCE_SECONDS, TRAINABLE_PARAMETERS
 from sevlm.variants import FIGURES, LABELS as VARIANT_LABELS
 from trainables import tracking_schema as schema
 
 # Table 1's columns (the paper's, then CIDEr, closed-set ACC and the non-word rate).
 TABLE1_METRICS = (ACC, EA, *BLEU, METEOR_METRIC, ROUGE_METRIC, CIDER_METRIC, UNIQUE, CLOSED_ACC, NONWORD_RATE)
+# The held-out closed-set accuracy (a sweep's --heldout, EmoVIT's number on EmoSet): a
+# column of every metric table wherever the runs logged it. Metrics are named as logged
+# below "test/" ("acc"), held-out ones by their full key ("heldout/emoset/closed_acc").
+HELDOUT_METRICS = tuple(schema.heldout_metric(d, HELDOUT_CLOSED_ACC) for d in HELDOUT_DATASETS)
+HELDOUT_LABELS = {key: f"held-out ACC ({d})" for key, d in zip(HELDOUT_METRICS, HELDOUT_DATASETS)}
 NOT_LOGGED = "not logged"
 DATASET_PARAM = "data.dataset"
 
@@ -56,8 +63,16 @@ def _mean_sd(values: list[float]) -> str:
     return f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}"
 
 
+def _key(metric: str) -> str:
+    return metric if metric.startswith(schema.HELDOUT_PREFIX) else schema.TEST_PREFIX + metric
+
+
+def _label(metric: str) -> str:
+    return HELDOUT_LABELS.get(metric) or LABELS.get(metric, metric)
+
+
 def _logged(sweep: Sweep, run_id: str, metric: str) -> float | None:
-    key = schema.TEST_PREFIX + metric
+    key = _key(metric)
     if key not in sweep.metrics.columns:
         return None
     value = sweep.metrics.at[run_id, key]
@@ -65,22 +80,22 @@ def _logged(sweep: Sweep, run_id: str, metric: str) -> float | None:
 
 
 def _present(sweep: Sweep, metrics: tuple[str, ...]) -> list[str]:
-    return [m for m in metrics if schema.TEST_PREFIX + m in sweep.metrics.columns
-            and sweep.metrics.loc[sweep.usable, schema.TEST_PREFIX + m].notna().any()]
+    return [m for m in metrics if _key(m) in sweep.metrics.columns
+            and sweep.metrics.loc[sweep.usable, _key(m)].notna().any()]
 
 
 def summary_table(sweep: Sweep, variants: list[str], stem: str, title: str) -> Table:
     """Mean ± sd over seeds of each variant's logged test metrics, n seeds stated; on ArtEmis
     data the paper's Table 1 numbers beside (rows marked "paper")."""
     seeds, pairs = sweep.seeds_by_variant(), sweep.pairs()
-    metrics = _present(sweep, TABLE1_METRICS)
+    metrics = _present(sweep, (*TABLE1_METRICS, *HELDOUT_METRICS))
     dataset = _dataset(sweep)
     display, data = [], []
     for variant in [v for v in variants if v in seeds]:
         values = {m: [x for s in seeds[variant] if (x := _logged(sweep, pairs[(variant, s)], m)) is not None]
                   for m in metrics}
         display.append({"model": variant_label(variant), "n seeds": len(seeds[variant]),
-                        **{LABELS[m]: _mean_sd(values[m]) for m in metrics}})
+                        **{_label(m): _mean_sd(values[m]) for m in metrics}})
         for m in metrics:
             data.append({"variant": variant, "metric": m, "n_seeds": len(values[m]),
                          "mean": np.mean(values[m]) if values[m] else np.nan,
@@ -88,8 +103,11 @@ def summary_table(sweep: Sweep, variants: list[str], stem: str, title: str) -> T
         paper = TABLE1.get(dataset, {}).get(variant)
         if paper:
             display.append({"model": f"{variant_label(variant)} (paper)", "n seeds": 1,
-                            **{LABELS[m]: f"{paper[m]:.1f}" if m in paper else "–" for m in metrics}})
+                            **{_label(m): f"{paper[m]:.1f}" if m in paper else "–" for m in metrics}})
     note = "mean ± sd over seeds (sd with n − 1); percent, CIDEr ×100."
+    if any(m in HELDOUT_METRICS for m in metrics):
+        note += (" held-out ACC: closed-set accuracy over EmoSet's 8 emotions on its test split, which the "
+                 "model never trained on (python -m sevlm.evaluate).")
     if dataset in TABLE1:
         note += f" Rows marked (paper): the paper's Table 1 on {dataset} (one run, no CIDEr)."
     return Table(stem, title, pd.DataFrame(display), pd.DataFrame(data), note)
@@ -148,15 +166,15 @@ def _p(p: float, n_resamples: int) -> str:
 
 def per_seed_table(sweep: Sweep) -> Table:
     """Every trial run, raw logged test metrics (failed and killed runs included, marked)."""
-    metrics = _present(sweep, (*TABLE1_METRICS, PAINTINGS))
+    metrics = _present(sweep, (*TABLE1_METRICS, PAINTINGS, *HELDOUT_METRICS))
     frame = sweep.trials.copy()
     for m in metrics:
-        frame[LABELS.get(m, m)] = [_logged(sweep, r, m) if r in sweep.usable else None for r in frame["run_id"]]
+        frame[_label(m)] = [_logged(sweep, r, m) if r in sweep.usable else None for r in frame["run_id"]]
     keep = ["variant", "seed", "run_name", "status"] if sweep.grid_variants else ["run_name", "status"]
-    data = frame[keep + [LABELS.get(m, m) for m in metrics]]
+    data = frame[keep + [_label(m) for m in metrics]]
     display = data.copy()
     for m in metrics:
-        column = LABELS.get(m, m)
+        column = _label(m)
         display[column] = [f"{v:.1f}" if v is not None and not pd.isna(v) else "–" for v in data[column]]
     if "seed" in display:
         display["seed"] = [str(int(s)) if not pd.isna(s) else "–" for s in display["seed"]]
@@ -204,13 +222,13 @@ def excluded_table(sweep: Sweep) -> Table:
 
 def trials_table(sweep: Sweep, searched: list[str], objective: str, values: dict[str, float]) -> Table:
     """Alpha search: one row per trial, its searched params, objective ``values`` and test metrics."""
-    metrics = _present(sweep, TABLE1_METRICS)
+    metrics = _present(sweep, (*TABLE1_METRICS, *HELDOUT_METRICS))
     column = f"best {objective}"
     rows = []
     for r in sweep.trials.itertuples(index=False):
         params = {p: sweep.params.at[r.run_id, p] if p in sweep.params.columns else None for p in searched}
         rows.append({"run": r.run_name, "status": r.status, **params, column: values.get(r.run_id, np.nan),
-                     **{LABELS[m]: _logged(sweep, r.run_id, m) for m in metrics}})
+                     **{_label(m): _logged(sweep, r.run_id, m) for m in metrics}})
     data = pd.DataFrame(rows).sort_values(column, ascending=False, na_position="last", ignore_index=True)
     display = data.map(lambda v: f"{v:.3g}" if isinstance(v, float) and not math.isnan(v) else
                        ("–" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)))
