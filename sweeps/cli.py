@@ -10,10 +10,13 @@ impossible sweep ends the command with exit code 2 and a one-line ``error: ...``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +24,7 @@ from typing import Any
 
 from sweeps import SweepError
 from sweeps.console import quiet_console
+from sweeps.leftovers import record_driver, stop_leftovers
 from sweeps.resources import decide_resources, local_resources
 from sweeps.spec import DEFAULT_METRIC, SweepSpec, build_spec, check_tracking, resume_spec
 from sweeps.summary import SweepOutcome, print_best, print_counts, print_mlflow, sweep_outcome
@@ -35,7 +39,7 @@ EXIT_INTERRUPTED = 130
 DEFINING = (
     "concurrency", "metric", "preset", "dataset", "artemis_csv", "contrastive_csv", "image_dir",
     "synthetic_dir", "set", "gpu", "cpus_per_trial", "worker_retries", "trial_retries",
-    "keep_checkpoints", "experiment",
+    "keep_checkpoints", "experiment", "heldout",
 )
 
 Report = Callable[[SweepSpec, SweepOutcome, dict[str, str], Any], None]
@@ -80,8 +84,8 @@ def add_common_flags(p: argparse.ArgumentParser, *, kind: str, default_metric: d
     g.add_argument("--name", default=None,
                    help=f"sweep name = Ray Tune experiment name (default {kind}-<date>-<time>)")
     g.add_argument("--resume", action="store_true",
-                   help="continue an interrupted sweep (--name, else the latest one in --storage) "
-                        "without re-running its finished trials")
+                   help="continue an interrupted sweep without re-running its finished trials "
+                        "(--name; optional when --storage holds one sweep of this kind)")
 
     g = p.add_argument_group("configuration")
     g.add_argument("--preset", choices=["tiny", "paper"], default=None,
@@ -96,6 +100,11 @@ def add_common_flags(p: argparse.ArgumentParser, *, kind: str, default_metric: d
     g.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
                    help="fix a configuration value for every trial (repeatable), "
                         "e.g. --set train.epochs=3")
+    g.add_argument("--heldout", default=None, metavar="DATASET:DIR",
+                   help="also score every trial's tested checkpoint on a held-out set it never "
+                        "trained on, e.g. emoset:data/EmoSet-118K (its test split, as "
+                        "python -m sevlm.evaluate does): final metrics heldout/emoset/closed_acc, "
+                        "heldout/emoset/acc")
 
     g = p.add_argument_group("cluster and storage")
     g.add_argument("--address", default=None,
@@ -146,6 +155,7 @@ def run_sweep_cli(argv: list[str] | None, sweep: Sweep) -> int:
             spec = build_spec(args, kind=sweep.kind, strategy_flags=sweep.strategy,
                               default_overrides=sweep.default_overrides, default_metric=sweep.default_metric,
                               cwd=cwd)
+            spec.settings["heldout"] = _heldout(args.heldout, cwd)
             if args.address is None:  # what a local Ray will offer: fail before starting it
                 _decide_resources(spec, args, local_resources(args.gpu))
     except SweepError as exc:
@@ -153,6 +163,43 @@ def run_sweep_cli(argv: list[str] | None, sweep: Sweep) -> int:
         return EXIT_USAGE
     with quiet_console(args.verbose):
         return _run(spec, args, sweep)
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt():
+    """SIGTERM (``kill``, a scheduler, ``ray job stop``) and SIGHUP (a closed terminal or
+    ssh session) end the sweep as the first Ctrl-C does: Tune's SIGINT handler stops the
+    trials, the writer marks their runs KILLED and Tune saves its state for ``--resume``.
+    A second signal, like a second Ctrl-C, skips that."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread (a sweep run by a test)
+        return
+
+    def as_interrupt(signum, frame):
+        handler = signal.getsignal(signal.SIGINT)  # Tune's while tuner.fit() runs
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, as_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _heldout(text: str | None, cwd: Path) -> str | None:
+    """--heldout DATASET:DIR checked (the split file is there) with DIR made absolute."""
+    if text is None:
+        return None
+    from sevlm.heldout import parse_heldout
+
+    try:
+        return str(parse_heldout(text, cwd))
+    except ValueError as exc:
+        raise SweepError(f"--heldout: {exc}") from None
 
 
 def _decide_resources(spec: SweepSpec, args: argparse.Namespace, resources: dict[str, float]):
@@ -175,11 +222,18 @@ def _run(spec: SweepSpec, args: argparse.Namespace, sweep: Sweep) -> int:
         print(f"note: on a multi-node cluster every node must see {spec.storage_path} "
               "(shared storage: NFS or a bucket, see --storage)", file=sys.stderr)
     started_ray = False
+    if args.resume and args.address is None:
+        stopped = stop_leftovers(spec.experiment_dir)
+        if stopped:
+            print(f"note: stopped {len(stopped)} Ray processes that a killed driver of this sweep left running",
+                  file=sys.stderr)
     if not ray.is_initialized():
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-        ray.init(address=args.address, include_dashboard=False, log_to_driver=bool(args.verbose),
-                 logging_level=logging.INFO if args.verbose else logging.WARNING)
+        context = ray.init(address=args.address, include_dashboard=False, log_to_driver=bool(args.verbose),
+                           logging_level=logging.INFO if args.verbose else logging.WARNING)
         started_ray = True
+        if args.address is None:  # for the next driver of the sweep, should this one be killed
+            record_driver(spec.experiment_dir, context.address_info["session_dir"])
     try:
         device = None
         if not args.resume:
@@ -188,7 +242,9 @@ def _run(spec: SweepSpec, args: argparse.Namespace, sweep: Sweep) -> int:
             except SweepError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return EXIT_USAGE
-        return _fit(spec, args, sweep, device)
+        # after ray.init: Ray's core installs its own SIGTERM handler (which aborts)
+        with _stop_signals_interrupt():
+            return _fit(spec, args, sweep, device)
     finally:
         if started_ray:
             ray.shutdown()
@@ -201,7 +257,12 @@ def _fit(spec: SweepSpec, args: argparse.Namespace, sweep: Sweep, device: str | 
     from ray import tune
 
     from trainables.mlflow_store import sweep_runs
-    from trainables.mlflow_writer import close_parent_run, open_parent_run
+    from trainables.mlflow_writer import (
+        close_parent_run,
+        end_orphaned_trial_runs,
+        open_parent_run,
+        replay_queued_writes,
+    )
     from trainables.trial import make_trainable
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -211,6 +272,10 @@ def _fit(spec: SweepSpec, args: argparse.Namespace, sweep: Sweep, device: str | 
     plan = spec.plan
     if args.resume:
         print(f"Resuming sweep {spec.name} from {spec.experiment_dir}", file=out, flush=True)
+        # MLflow writes the previous driver could not send (server away when it ended)
+        waiting = replay_queued_writes(spec.tracking_uri, spec.experiment_dir, spec.name)
+        if waiting:
+            print(f"note: {waiting} earlier MLflow writes still wait for the tracking server", file=out, flush=True)
     else:
         spec.argv = list(sys.argv[1:])
         spec.save()
@@ -230,6 +295,9 @@ def _fit(spec: SweepSpec, args: argparse.Namespace, sweep: Sweep, device: str | 
     else:
         tuner = _tuner(spec, trainable, experiment_id, parent_run_id, args.progress_interval)
     outcome = sweep_outcome(tuner.fit(), spec.metric, plan.total_trials())
+    # Runs left RUNNING by a driver that was killed (SIGKILL, lost machine) for trials
+    # that Tune's saved state did not have: nothing continues them.
+    end_orphaned_trial_runs(spec.tracking_uri, spec.name, spec.experiment, sweep_path=spec.experiment_dir)
 
     run_ids = {tid: run.info.run_id for tid, run in sweep_runs(spec.tracking_uri, spec.name, spec.experiment)
                .by_trial_id().items()}

@@ -33,6 +33,7 @@ PATH_KEYS = (
     "data.image_dir",
     "data.synthetic_dir",
     "data.feature_cache_dir",
+    "data.ea_classifier_dir",
     "vad.path",
 )
 MAYBE_PATH_KEYS = ("model.image_encoder.pretrained", "model.decoder.name_or_path")
@@ -114,6 +115,7 @@ def build_spec(
     from sevlm.config import apply_overrides, preset, to_flat_dict
 
     preset_name = args.preset or "tiny"
+    _check_shared_storage(args)
     if args.concurrency is not None and args.concurrency < 1:
         raise SweepError(f"--concurrency must be at least 1 (got {args.concurrency})")
     metric = args.metric or default_metric.get(preset_name, "val/bleu4")
@@ -189,14 +191,20 @@ def build_spec(
 
 
 def resume_spec(args: argparse.Namespace, *, kind: str, defining: tuple[str, ...], cwd: Path) -> SweepSpec:
-    """The saved spec of the sweep to continue (``--name``, else the latest of ``kind``)."""
+    """The saved spec of the sweep to continue (``--name``, else the only sweep of ``kind``)."""
+    _check_shared_storage(args)
     storage = storage_root(args.storage, cwd)
     if args.name:
         experiment_dir = f"{storage}/{args.name}"
     else:
-        experiment_dir = _latest_sweep(storage, kind)
-        if experiment_dir is None:
+        sweeps = _sweeps(storage, kind)
+        if not sweeps:
             raise SweepError(f"--resume: no {kind} sweep in {storage} (pass --name and --storage)")
+        if len(sweeps) > 1:  # the newest is not necessarily the one that was interrupted
+            names = ", ".join(Path(d).name for d in sweeps)
+            raise SweepError(f"--resume: {storage} holds {len(sweeps)} {kind} sweeps ({names}); "
+                             f"pass --name with the one to continue")
+        experiment_dir = sweeps[0]
     if not (Path(experiment_dir) / SPEC_FILE).is_file():
         raise SweepError(f"--resume: no sweep {Path(experiment_dir).name!r} in {storage}")
     spec = SweepSpec.load(experiment_dir)
@@ -228,15 +236,22 @@ def storage_root(flag: str | None, cwd: Path) -> str:
     return str((cwd / value).resolve())
 
 
-def _latest_sweep(storage: str, kind: str) -> str | None:
+def _check_shared_storage(args: argparse.Namespace) -> None:
+    # On a multi-node cluster trials run, checkpoint and are restored on any node: the
+    # default ./ray_results exists on the driver's machine only.
+    if args.address is not None and args.storage is None:
+        raise SweepError("--address runs trials on other machines, which must all see the sweep's "
+                         "checkpoints: pass --storage with a folder every node mounts (NFS) or a bucket")
+
+
+def _sweeps(storage: str, kind: str) -> list[str]:
+    """The sweeps of ``kind`` in ``storage``, newest first."""
     root = Path(storage)
     if not root.is_dir():
-        return None
-    candidates = [d for d in root.iterdir() if (d / SPEC_FILE).is_file()
-                  and json.loads((d / SPEC_FILE).read_text()).get("kind") == kind]
-    if not candidates:
-        return None
-    return str(max(candidates, key=lambda d: (d / SPEC_FILE).stat().st_mtime))
+        return []
+    found = [d for d in root.iterdir() if (d / SPEC_FILE).is_file()
+             and json.loads((d / SPEC_FILE).read_text()).get("kind") == kind]
+    return [str(d) for d in sorted(found, key=lambda d: (d / SPEC_FILE).stat().st_mtime, reverse=True)]
 
 
 def _absolute_paths(flat: dict[str, Any], overrides: dict[str, Any], cwd: Path) -> dict[str, Any]:

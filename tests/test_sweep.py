@@ -115,7 +115,11 @@ def assert_complete_history(client, run) -> list[int]:
                 "model.neg_wrong_emotion", "model.neg_other_image", "seed", "preset",
                 schema.PARAM_DATA_FINGERPRINT, schema.PARAM_CODE_VERSION):
         assert key in run.data.params, key
+    # what loading did to the data, and which EA classifier scored the run (issue 13)
+    assert run.data.params.get(schema.PARAM_EA_CLASSIFIER)
+    assert int(run.data.params[schema.PARAM_DATA_REPORT_PREFIX + "split.train.paintings"]) > 0
     artifacts = {a.path for a in client.list_artifacts(rid)}
+    assert schema.ARTIFACT_DATA_REPORT in artifacts
     assert {schema.ARTIFACT_BEST_CHECKPOINT, schema.ARTIFACT_PREDICTIONS_DIR, schema.ARTIFACT_SAMPLES_DIR} <= artifacts
     samples = {Path(a.path).name for a in client.list_artifacts(rid, schema.ARTIFACT_SAMPLES_DIR)}
     assert "samples.json" in samples and len(samples) > 1, samples  # the explanations and their images
@@ -204,10 +208,8 @@ def test_tracking_uri_resolution(tmp_path, monkeypatch):
     assert resolve_tracking_uri(None, tmp_path) == "http://head:5000"
     assert resolve_tracking_uri("sqlite:////abs/m.db", tmp_path) == "sqlite:////abs/m.db"
     cmd = ui_command(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    assert cmd.startswith("MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false ")
-    mlflow_exe = cmd.split()[1]
-    assert mlflow_exe == "mlflow" or os.access(mlflow_exe, os.X_OK), mlflow_exe
-    assert cmd.endswith(f" ui --workers 1 --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}")
+    assert os.access(cmd.split()[0], os.X_OK), cmd  # the sweep's own Python (the venv is not on PATH)
+    assert cmd.endswith(f" -m trainables.mlflow_ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}")
 
 
 def test_concurrent_openers_of_a_new_store(tmp_path):
@@ -273,8 +275,8 @@ def test_sweep_logs_every_trial_under_one_parent(tmp_path, data_dir, capsys):
     assert any(b[0] < a[1] for a, b in zip(windows, windows[1:]))
     # the output: progress table, best configuration, MLflow UI command
     assert "val/rouge_l" in out and "Best configuration" in out
-    assert f"mlflow ui --workers 1 --backend-store-uri sqlite:///{db}" in out
-    assert out.index("== sweep4") < out.index("Best configuration") < out.index("mlflow ui")
+    assert f"-m trainables.mlflow_ui --backend-store-uri sqlite:///{db}" in out
+    assert out.index("== sweep4") < out.index("Best configuration") < out.index("trainables.mlflow_ui")
     parent_artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")}
     assert {schema.ARTIFACT_SWEEP_RESULTS, schema.ARTIFACT_SWEEP_BEST, schema.ARTIFACT_SWEEP_SPEC} <= parent_artifacts
 
@@ -348,7 +350,8 @@ def test_fake_gpu_cluster_one_trial_per_node_and_node_failure(tmp_path, data_dir
 
     def run():
         result["rc"] = _main(
-            ["--address", cluster.address, "--num-trials", "2", "--concurrency", "2", "--gpu", "on",
+            ["--address", cluster.address, "--storage", str(tmp_path / "ray_results"),
+             "--num-trials", "2", "--concurrency", "2", "--gpu", "on",
              "--name", name, "--worker-retries", "3", "--progress-interval", "30"]
             + fast_flags(data_dir, evals=6)
         )
@@ -574,7 +577,7 @@ def test_sweep_logs_to_a_tracking_server_and_the_printed_ui_command_serves_a_sql
     assert _main(["--num-trials", "1", "--name", name, "--progress-interval", "60"] + fast_flags(data_dir)) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    ui_cmd = next(line.strip() for line in lines if " ui --workers 1 --backend-store-uri " in line)
+    ui_cmd = next(line.strip() for line in lines if " -m trainables.mlflow_ui --backend-store-uri " in line)
     link = next(line.split("open ", 1)[1].strip() for line in lines if "then open http://127.0.0.1:5000/" in line)
     parent_run_id = link.rsplit("/runs/", 1)[1]
     port = _free_port()

@@ -71,20 +71,12 @@ def default_artifact_location(uri: str, experiment_name: str) -> str | None:
 
 
 def ui_command(uri: str) -> str:
-    """The exact shell command that opens the MLflow UI on a sweep's runs."""
-    db = sqlite_path(uri)
-    if db is not None:
-        return (
-            f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {_mlflow_executable()} ui --workers 1 "
-            f"--backend-store-uri {shlex.quote(uri)}"
-        )
+    """The exact shell command that opens the MLflow UI on a sweep's runs: ``mlflow ui``
+    behind the sweeps' locked opener (``trainables.mlflow_ui``)."""
+    if sqlite_path(uri) is not None:
+        # The sweep usually runs from the project's virtualenv, which is not on PATH.
+        return f"{shlex.quote(sys.executable)} -m trainables.mlflow_ui --backend-store-uri {shlex.quote(uri)}"
     return f"open {uri.rstrip('/')} in a browser (the tracking server is already running)"
-
-
-def _mlflow_executable() -> str:
-    # The sweep usually runs from the project's virtualenv, which is not on PATH.
-    beside = Path(sys.executable).parent / "mlflow"
-    return shlex.quote(str(beside)) if beside.is_file() else "mlflow"
 
 
 def ui_url(uri: str, experiment_id: str | None = None, run_id: str | None = None) -> str:
@@ -130,23 +122,51 @@ def open_tracking_store(uri: str, attempts: int = 6, base_delay: float = 0.5):
     opens it first, without a lock: two sweeps started together, or a sweep and an
     ``mlflow ui``, make all but one fail with "table ... already exists". Our processes
     take turns through a file lock; a failure caused by anyone else's initialisation is
-    retried once that has had time to finish.
+    retried once that has had time to finish. A process outside the lock that died in the
+    middle of it leaves a half-migrated file that no retry can open: when that file holds
+    no run yet, its tables are dropped and made again.
     """
     from mlflow import MlflowClient
 
     db = sqlite_path(uri)
+    failures = []
 
     def opened():
-        client = MlflowClient(tracking_uri=uri)
-        with_retry(client.search_experiments, max_results=1, attempts=2)
-        return client
+        try:
+            client = MlflowClient(tracking_uri=uri)
+            with_retry(client.search_experiments, max_results=1, attempts=2)
+            return client
+        except Exception as exc:
+            failures.append(exc)
+            if len(failures) >= 4 and racing(exc):  # for seconds: nobody is finishing it
+                _reset_unfinished_store(db)
+            raise
 
     def racing(exc: BaseException) -> bool:
         text = str(exc).lower()
-        return db is not None and ("already exists" in text or "alembic" in text)
+        # another process (not behind our lock) created or migrated the tables meanwhile
+        return db is not None and any(t in text for t in ("already exists", "alembic", "duplicate column"))
 
     with _init_lock(db):
         return with_retry(opened, attempts=attempts, base_delay=base_delay, transient=racing)
+
+
+def _reset_unfinished_store(db: Path) -> bool:
+    """Drop every table of a SQLite store whose creation was abandoned, if it holds no run
+    (nothing is lost: MLflow makes the tables again). True if it did."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as con:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                            "AND name NOT LIKE 'sqlite_%'")]
+        if "runs" in tables and con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]:
+            return False
+        con.execute("PRAGMA foreign_keys = OFF")
+        for table in tables:
+            con.execute(f'DROP TABLE IF EXISTS "{table}"')
+        con.commit()
+    log.warning("dropped the tables of %s: an MLflow process died while creating them", db)
+    return True
 
 
 def probe_tracking_store(uri: str) -> None:

@@ -2,9 +2,11 @@
 
 :class:`MlflowTrialWriter` is a ``ray.tune.Callback``. It receives every result the
 training workers report (through Ray Train's ``TuneReportCallback``) in the driver's event
-loop, one at a time, and writes it with one ``MlflowClient``. No worker opens the tracking
-store, so a local SQLite file never sees two writers (and every write is retried while the
-database is busy, e.g. because ``mlflow ui`` is reading it). It writes and computes nothing
+loop, one at a time, and turns it into MLflow writes, which go through a write queue kept
+on disk (``trainables.mlflow_queue``): a tracking server that is down or slow does not
+stall the sweep, and what it missed is written when it is back (or by ``--resume``). No
+worker opens the tracking store, so a local SQLite file never sees two writers (a busy
+database is retried like an absent server). It writes and computes nothing
 else: the sweep's outcome comes from ``tuner.fit()``'s result, and the driver records it in
 the parent run with :func:`close_parent_run`.
 
@@ -30,7 +32,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -41,13 +42,43 @@ from typing import Any
 from ray.tune import Callback
 
 from trainables import tracking_schema as schema
-from trainables.mlflow_store import RunWriter, get_or_create_experiment, open_tracking_store, with_retry
+from trainables.mlflow_queue import WriteQueue, quick_http
+from trainables.mlflow_store import (
+    MAX_PARAMS_PER_BATCH,
+    RunWriter,
+    get_or_create_experiment,
+    open_tracking_store,
+    param_text,
+    with_retry,
+)
 from trainables.report_protocol import TrialReport
 from trainables.trial import FINAL_MARKER, REPORTS_FILE
 
 log = logging.getLogger(__name__)
 
 UNWRITTEN_FILE = "mlflow_unwritten.jsonl"  # in the sweep's directory: writes MLflow refused
+QUEUE_FILE = "mlflow_queue.jsonl"  # in the sweep's directory: trial-run writes not yet sent
+QUEUE_ARTIFACTS = "mlflow_queue_artifacts"  # final artifacts fetched from a bucket, until sent
+END_DRAIN_S = 60.0  # how long the end of a sweep waits for a tracking server that is away
+
+
+def queue_path(sweep_path: str, sweep_name: str) -> Path:
+    """The write queue's journal: next to Tune's state (where ``--resume`` looks), or in
+    the temp folder when the sweep's storage is a bucket."""
+    if "://" in sweep_path:
+        return Path(tempfile.gettempdir()) / f"sevlm-{sweep_name}-{QUEUE_FILE}"
+    return Path(sweep_path) / QUEUE_FILE
+
+
+def replay_queued_writes(tracking_uri: str, sweep_path: str, sweep_name: str, budget_s: float = 120.0) -> int:
+    """Write what an earlier driver of the sweep left queued (``--resume``, before Tune
+    starts); returns how many writes are still waiting (the new driver keeps trying)."""
+    path = queue_path(sweep_path, sweep_name)
+    if not path.exists() or not path.stat().st_size:
+        return 0
+    queue = WriteQueue(open_tracking_store(tracking_uri), path)
+    queue.drain(budget_s)
+    return len(queue)
 
 
 def _metric(key: str, value: float, step: int):
@@ -143,6 +174,26 @@ def close_parent_run(
     writer.terminate(parent_run_id, status)
 
 
+def end_orphaned_trial_runs(tracking_uri: str, sweep_name: str, experiment: str, *, sweep_path: str) -> list[str]:
+    """End the sweep's trial runs that are still RUNNING once ``tuner.fit()`` returned.
+
+    The writer ends every trial Tune ran (even an interrupted sweep's), so what is left was
+    started by an earlier driver that died without ending it (SIGKILL, a lost machine):
+    its trial was created after Tune's last saved state, and no ``--resume`` continues it.
+    They become KILLED (end reason "interrupted"); returns their run ids."""
+    from trainables.mlflow_store import sweep_runs
+
+    client = open_tracking_store(tracking_uri)
+    writer = RunWriter(client, Path(sweep_path) / UNWRITTEN_FILE)
+    orphans = [run.info.run_id for run in sweep_runs(client, sweep_name, experiment).trials
+               if run.info.status == schema.STATUS_RUNNING]
+    for run_id in orphans:
+        writer.write(run_id, tags={schema.TAG_END_REASON: schema.END_INTERRUPTED})
+        writer.terminate(run_id, schema.STATUS_KILLED)
+    writer.flush(final=True)
+    return orphans
+
+
 # ------------------------------------------------------------------------ trial runs
 
 
@@ -158,6 +209,7 @@ class _TrialRun:
     starts: int = 0  # Tune starts of the trial (first start, retries, --resume)
     open: bool = True
     end_reason: str | None = None
+    params: set[str] = field(default_factory=set)  # param keys the run has (or has queued)
 
 
 class MlflowTrialWriter(Callback):
@@ -189,51 +241,66 @@ class MlflowTrialWriter(Callback):
 
     # Tune pickles callbacks into its experiment state (for --resume): only the settings.
     def _reset(self) -> None:
-        self._writer: RunWriter | None = None
+        self._client = None
+        self._queue: WriteQueue | None = None
         self._runs: dict[str, _TrialRun] = {}
         self._trial_index: dict[str, int] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_writer", "_runs", "_trial_index")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_client", "_queue", "_runs", "_trial_index")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._reset()
 
     @property
-    def writer(self) -> RunWriter:
-        if self._writer is None:
-            self._writer = RunWriter(open_tracking_store(self.tracking_uri), Path(self.sweep_path) / UNWRITTEN_FILE)
-        return self._writer
+    def client(self):
+        if self._client is None:
+            self._client = open_tracking_store(self.tracking_uri)
+        return self._client
 
     @property
-    def client(self):
-        return self.writer.client
+    def queue(self) -> WriteQueue:
+        """Every write of a trial run goes through it (trainables.mlflow_queue)."""
+        if self._queue is None:
+            self._queue = WriteQueue(self.client, queue_path(self.sweep_path, self.sweep_name))
+        return self._queue
 
     # ---- Tune hooks
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         if trial in trials:  # creation order (the paper's configuration is created first)
             self._trial_index.setdefault(trial.trial_id, trials.index(trial))
         self._guard(self._trial_started, trial)
+        self._guard(self.queue.drain)
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
-        self._guard(lambda: self.writer.write(self._run(trial).run_id, tags={schema.TAG_ERROR: _error_text(trial)}))
+        self._guard(lambda: self.queue.log_batch(self._run(trial).run_id, tags={schema.TAG_ERROR: _error_text(trial)}))
+        self._guard(self.queue.drain)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         self._guard(self._trial_result, trial, result)
+        self._guard(self.queue.drain)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._guard(self._trial_ended, trial, error=False)
+        self._guard(self.queue.drain)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._guard(self._trial_ended, trial, error=True)
+        self._guard(self.queue.drain)
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        # Tune's event loop turns about once a second: a server that came back gets what
+        # is queued even while no trial reports (drain backs off while it is away).
+        if self._queue is not None and len(self._queue):
+            self._guard(self._queue.drain)
 
     def on_experiment_end(self, trials, **info) -> None:
         self._guard(self._experiment_ended)
 
     def _guard(self, fn, *args, **kwargs) -> None:
-        # A tracking problem must not kill the sweep; what could not be written is kept by
-        # the RunWriter and written later (or saved to a file at the end).
+        # A tracking problem must not kill the sweep; what could not be written waits in
+        # the queue (on disk) and is written later, or by --resume.
         try:
             fn(*args, **kwargs)
         except Exception:  # noqa: BLE001
@@ -247,25 +314,18 @@ class MlflowTrialWriter(Callback):
         return self._trial_index[trial.trial_id]
 
     def _run(self, trial) -> _TrialRun:
-        """The trial's run: known, found again by its tags (a restarted trial), or new."""
+        """The trial's run: known, found again by its tags (a restarted trial), or new
+        (its creation queued: it needs no server now)."""
         if trial.trial_id in self._runs:
             return self._runs[trial.trial_id]
-        found = with_retry(self.client.search_runs, [self.experiment_id],
-                           filter_string=schema.search_filter_trial(self.sweep_name, trial.trial_id),
-                           max_results=5)
-        if found:
-            run = found[0]
-            tags = run.data.tags
-            state = _TrialRun(
-                run_id=run.info.run_id,
-                worker_starts=int(tags.get(schema.TAG_WORKER_STARTS, "0")),
-                last_eval_step=self._max_step(run.info.run_id, schema.EPOCH_METRIC),
-                last_log_step=self._max_step(run.info.run_id, schema.TRAIN_STEP_PREFIX + "loss"),
-                final_logged=any(k.startswith(schema.TEST_PREFIX) for k in run.data.metrics),
-                node_ids=[n for n in tags.get(schema.TAG_NODE_IDS, "").split(",") if n],
-                starts=int(tags.get(schema.TAG_TRIAL_STARTS, "0")),
-            )
-        else:
+        search = schema.search_filter_trial(self.sweep_name, trial.trial_id)
+        try:  # one quick try; when the server is away the queued creation searches again
+            with quick_http():
+                state = self._found_run(search)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("MLflow search for trial %s failed (%s); its run is created later", trial.trial_id, exc)
+            state = None
+        if state is None:
             name = schema.trial_run_name(self.sweep_name, trial.trial_id)
             tags = {
                 schema.MLFLOW_PARENT_RUN_ID: self.parent_run_id,
@@ -279,27 +339,53 @@ class MlflowTrialWriter(Callback):
                 schema.TAG_METRIC: self.metric,
                 **self.trial_tags(dict(trial.config)),
             }
-            run = with_retry(self.client.create_run, self.experiment_id, tags=tags, run_name=name)
-            state = _TrialRun(run_id=run.info.run_id)
+            ref = self.queue.create_run(trial.trial_id, self.experiment_id, tags, name, search)
+            state = _TrialRun(run_id=ref)
         self._runs[trial.trial_id] = state
         return state
 
+    def _found_run(self, search: str) -> _TrialRun | None:
+        found = self.client.search_runs([self.experiment_id], filter_string=search, max_results=5)
+        if not found:
+            return None
+        run = found[0]
+        tags = run.data.tags
+        return _TrialRun(
+            run_id=run.info.run_id,
+            worker_starts=int(tags.get(schema.TAG_WORKER_STARTS, "0")),
+            last_eval_step=self._max_step(run.info.run_id, schema.EPOCH_METRIC),
+            last_log_step=self._max_step(run.info.run_id, schema.TRAIN_STEP_PREFIX + "loss"),
+            final_logged=any(k.startswith(schema.TEST_PREFIX) for k in run.data.metrics),
+            node_ids=[n for n in tags.get(schema.TAG_NODE_IDS, "").split(",") if n],
+            starts=int(tags.get(schema.TAG_TRIAL_STARTS, "0")),
+            params=set(run.data.params),
+        )
+
     def _max_step(self, run_id: str, key: str) -> int:
-        history = with_retry(self.client.get_metric_history, run_id, key)
+        history = self.client.get_metric_history(run_id, key)
         return max((m.step for m in history), default=-1)
 
     def _trial_started(self, trial) -> None:
         state = self._run(trial)
         state.open = True
         state.starts += 1
-        with_retry(self.client.update_run, state.run_id, status=schema.STATUS_RUNNING)
-        self.writer.write(state.run_id, tags={schema.TAG_TRIAL_STARTS: str(state.starts)})
+        self.queue.set_status(state.run_id, schema.STATUS_RUNNING)
+        self.queue.log_batch(state.run_id, tags={schema.TAG_TRIAL_STARTS: str(state.starts)})
+
+    def _write_params(self, state: _TrialRun, params: dict[str, Any]) -> None:
+        """Params the run does not have yet (MLflow refuses to change a param's value)."""
+        from mlflow.entities import Param
+
+        new = [Param(k, param_text(v)) for k, v in sorted(params.items()) if k not in state.params]
+        for i in range(0, len(new), MAX_PARAMS_PER_BATCH):
+            self.queue.log_batch(state.run_id, params=new[i:i + MAX_PARAMS_PER_BATCH])
+        state.params.update(p.key for p in new)
 
     def _trial_result(self, trial, result: dict[str, Any]) -> None:
         report = TrialReport.from_result(result)
         state = self._run(trial)
         if report.config:
-            self.writer.write_params(state.run_id, report.config)
+            self._write_params(state, report.config)
         metrics: list = []
         tags: dict[str, str] = {}
         session = report.session
@@ -326,7 +412,7 @@ class MlflowTrialWriter(Callback):
         if report.final:
             if not state.final_logged:
                 metrics += [_metric(k, v, report.step) for k, v in report.metrics.items()]
-                self.writer.write(state.run_id, metrics=metrics, tags=tags)
+                self.queue.log_batch(state.run_id, metrics=metrics, tags=tags)
                 metrics, tags = [], {}
                 if report.checkpoint_path:
                     self._log_final_artifacts(state.run_id, report.checkpoint_path)
@@ -337,7 +423,7 @@ class MlflowTrialWriter(Callback):
                 tags[schema.TAG_BEST_CHECKPOINT] = report.checkpoint_path
                 tags[schema.TAG_BEST_STEP] = str(report.step)
             metrics += self._evaluation(state, report)
-        self.writer.write(state.run_id, metrics=metrics, tags=tags)
+        self.queue.log_batch(state.run_id, metrics=metrics, tags=tags)
 
     def _train_log(self, state: _TrialRun, report: TrialReport) -> list:
         metrics = []
@@ -368,35 +454,31 @@ class MlflowTrialWriter(Callback):
         else:
             status, reason = schema.STATUS_KILLED, schema.END_PRUNED
         tags[schema.TAG_END_REASON] = reason
-        self.writer.write(state.run_id, tags=tags)
-        self.writer.terminate(state.run_id, status)
+        self.queue.log_batch(state.run_id, tags=tags)
+        self.queue.set_status(state.run_id, status, terminated=True)
         state.open = False
 
     def _experiment_ended(self) -> None:
         for state in self._runs.values():
             if state.open:  # the sweep was interrupted: the trial continues on --resume
-                self.writer.write(state.run_id, tags={schema.TAG_END_REASON: schema.END_INTERRUPTED})
-                self.writer.terminate(state.run_id, schema.STATUS_KILLED)
+                self.queue.log_batch(state.run_id, tags={schema.TAG_END_REASON: schema.END_INTERRUPTED})
+                self.queue.set_status(state.run_id, schema.STATUS_KILLED, terminated=True)
                 state.open = False
-        self.writer.flush(final=True)
+        if not self.queue.drain(END_DRAIN_S):
+            log.error("the MLflow server did not take %d writes; they are kept in %s and written "
+                      "by --resume", len(self.queue), self.queue.path)
 
     # ---- artifacts
     def _log_final_artifacts(self, run_id: str, final_dir: str) -> None:
+        # Queued by path: the final checkpoint stays in storage (a bucket's is fetched
+        # into the queue's folder first), so it is there whenever the write is sent.
         local = self._local_dir(final_dir)
         if local is None:
             log.warning("final artifacts of run %s not reachable at %s", run_id, final_dir)
             return
-        try:
-            for path in sorted(Path(local).iterdir()):
-                if path.name in (FINAL_MARKER, REPORTS_FILE):
-                    continue
-                if path.is_dir():
-                    with_retry(self.client.log_artifacts, run_id, str(path), path.name)
-                else:
-                    with_retry(self.client.log_artifact, run_id, str(path))
-        finally:
-            if local != final_dir:
-                shutil.rmtree(local, ignore_errors=True)
+        for path in sorted(Path(local).iterdir()):
+            if path.name not in (FINAL_MARKER, REPORTS_FILE):
+                self.queue.log_artifacts(run_id, str(path), path.name if path.is_dir() else None)
 
     def _local_dir(self, path: str) -> str | None:
         if os.path.isdir(path):
@@ -406,9 +488,10 @@ class MlflowTrialWriter(Callback):
             from ray.train import Checkpoint
 
             fs, _ = pyarrow.fs.FileSystem.from_uri(self.storage_path)
-            tmp = tempfile.mkdtemp(prefix="sevlm_final_")
-            Checkpoint(path=path, filesystem=fs).to_directory(tmp)
-            return tmp
+            target = self.queue.path.parent / QUEUE_ARTIFACTS / Path(path).parent.name
+            target.mkdir(parents=True, exist_ok=True)
+            Checkpoint(path=path, filesystem=fs).to_directory(str(target))
+            return str(target)
         except Exception:  # noqa: BLE001
             log.exception("could not fetch %s", path)
             return None

@@ -1,0 +1,141 @@
+"""The driver's MLflow write queue (trainables/mlflow_queue.py) on a real SQLite store,
+with a client that plays an absent or slow server: writes wait on disk, a later driver
+writes them, nothing twice, and a dead server costs seconds, not minutes."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from trainables import tracking_schema as schema
+from trainables.mlflow_queue import WriteQueue
+
+
+class Outage:
+    """A real client whose calls fail while ``down`` (as an unreachable server's do)."""
+
+    def __init__(self, client, down: bool = True, after_create: bool = False):
+        self.client, self.down, self.after_create = client, down, after_create
+        self.calls = 0
+
+    def __getattr__(self, name):
+        real = getattr(self.client, name)
+
+        def call(*args, **kwargs):
+            self.calls += 1
+            if self.after_create and name == "create_run":
+                real(*args, **kwargs)  # the server made the run, the answer never came
+                self.after_create = False
+                raise TimeoutError("read timed out")
+            if self.down:
+                raise ConnectionError("Connection refused")
+            return real(*args, **kwargs)
+
+        return call
+
+
+@pytest.fixture()
+def store(tmp_path):
+    from trainables.mlflow_store import get_or_create_experiment, open_tracking_store
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = open_tracking_store(uri)
+    return client, get_or_create_experiment(client, "e", uri)
+
+
+def _metric(key, value, step):
+    from mlflow.entities import Metric
+
+    return Metric(key, value, 1_700_000_000_000 + step, step)
+
+
+def _queue_trial(queue: WriteQueue, exp_id: str, trial_id: str) -> str:
+    search = schema.search_filter_trial("s", trial_id)
+    tags = {schema.TAG_SWEEP_NAME: "s", schema.TAG_TRIAL_ID: trial_id, schema.TAG_ROLE: schema.ROLE_TRIAL}
+    run = queue.create_run(trial_id, exp_id, tags, f"s_{trial_id}", search)
+    queue.set_status(run, "RUNNING")
+    for step in (2, 4, 6):
+        queue.log_batch(run, metrics=[_metric("val/bleu4", step / 10, step)], tags={"sevlm.best_step": str(step)})
+    queue.set_status(run, "FINISHED", terminated=True)
+    return run
+
+
+def _trial_runs(client, exp_id):
+    return client.search_runs([exp_id], filter_string=f"tags.`{schema.TAG_SWEEP_NAME}` = 's'")
+
+
+def test_writes_wait_on_disk_while_the_server_is_away_and_a_later_driver_writes_them(store, tmp_path):
+    client, exp_id = store
+    path = tmp_path / "sweep" / "mlflow_queue.jsonl"
+    away = Outage(client)
+    queue = WriteQueue(away, path, backoff_max_s=0.2)
+    for trial_id in ("t0", "t1"):
+        _queue_trial(queue, exp_id, trial_id)
+    started = time.monotonic()
+    assert queue.drain() is False and len(queue) == 2 * 6  # create, 2 statuses, 3 batches
+    assert away.calls == 1, "a hook makes one attempt, then backs off"
+    assert queue.drain() is False and away.calls == 1  # still backing off: no call at all
+    assert time.monotonic() - started < 1
+    assert not _trial_runs(client, exp_id)
+
+    # the driver dies; the next one (--resume) finds the writes on disk
+    queue = WriteQueue(Outage(client, down=False), path)
+    assert len(queue) == 12
+    assert queue.drain() is True
+    assert path.read_text() == ""  # emptied with the queue
+    runs = _trial_runs(client, exp_id)
+    assert sorted(r.data.tags[schema.TAG_TRIAL_ID] for r in runs) == ["t0", "t1"]
+    for run in runs:
+        history = client.get_metric_history(run.info.run_id, "val/bleu4")
+        assert [m.step for m in sorted(history, key=lambda m: m.step)] == [2, 4, 6]
+        assert run.info.status == "FINISHED" and run.data.tags["sevlm.best_step"] == "6"  # in order
+
+
+def test_sending_again_writes_nothing_twice(store, tmp_path):
+    client, exp_id = store
+    path = tmp_path / "q.jsonl"
+    # a creation the server did although its answer was lost: found by its tags, not made again
+    queue = WriteQueue(Outage(client, down=False, after_create=True), path, backoff_max_s=0.01)
+    _queue_trial(queue, exp_id, "t0")
+    assert queue.drain(budget_s=5) is True
+    # a driver killed after writing but before recording it: everything is sent again
+    journal = path.with_suffix(".copy")
+    queue = WriteQueue(client, journal)
+    _queue_trial(queue, exp_id, "t0")
+    lines = journal.read_text()
+    assert queue.drain() is True
+    journal.write_text(lines)  # as if no write had been marked done
+    assert WriteQueue(client, journal).drain() is True
+    runs = _trial_runs(client, exp_id)
+    assert len(runs) == 1
+    assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "val/bleu4")) == [2, 4, 6]
+
+
+def test_a_refused_write_does_not_block_the_ones_after_it(store, tmp_path):
+    from mlflow.entities import Param
+
+    client, exp_id = store
+    run_id = client.create_run(exp_id).info.run_id
+    queue = WriteQueue(client, tmp_path / "q.jsonl")
+    queue.log_batch(run_id, params=[Param("alpha", "1")])
+    queue.log_batch(run_id, params=[Param("alpha", "2")])  # MLflow refuses a changed param
+    queue.log_batch(run_id, metrics=[_metric("m", 1.0, 1)])
+    assert queue.drain() is True
+    run = client.get_run(run_id)
+    assert run.data.params == {"alpha": "1"} and run.data.metrics == {"m": 1.0}
+
+
+def test_a_dead_server_costs_seconds_not_minutes(tmp_path):
+    from mlflow import MlflowClient
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    queue = WriteQueue(MlflowClient(tracking_uri=f"http://127.0.0.1:{port}"), tmp_path / "q.jsonl")
+    queue.log_batch("0" * 32, metrics=[_metric("m", 1.0, 1)])
+    started = time.monotonic()
+    assert queue.drain() is False
+    assert time.monotonic() - started < 15  # MLflow's own retries took 246 s
+    assert len(queue) == 1
