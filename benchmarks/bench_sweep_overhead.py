@@ -4,7 +4,7 @@
    of the alpha search on the tiny preset) is run
    a. directly: ``sevlm.training.loop.run_training(cfg)`` in this process, and
    b. as a one-trial sweep: ``sweeps/alpha_search.py --num-trials 1 --concurrency 1``
-      (local Ray, Tune + OptunaSearch, the Ray Train V2 TorchTrainer, MLflow in SQLite),
+      (local Ray, Tune + OptunaSearch, the Ray Train V2 trainer, MLflow in SQLite),
    both on warm data (synthetic set, feature cache and EA classifier built beforehand),
    both with one torch thread. Printed: seconds, the overhead in seconds and in percent of
    the direct run, split into the sweep's fixed costs (starting Ray, MLflow) and the

@@ -5,7 +5,7 @@
     python sweeps/alpha_search.py --address auto --storage /shared/ray_results \\
         --tracking-uri http://head:5000 --preset paper --dataset artemis_v1 \\
         --artemis-csv /data/artemis_dataset_release_v0.csv --image-dir /data/wikiart
-    python sweeps/alpha_search.py --resume         # continue the latest interrupted sweep
+    python sweeps/alpha_search.py --resume         # continue the interrupted sweep (--name if several)
 
 Searched (Optuna TPE, `--space KEY=SPEC` changes or adds parameters, see sweeps/space.py):
 
@@ -34,8 +34,10 @@ from sweeps.strategies import TPEFlags
 SPACE = {
     "tiny": {
         "model.alpha": "log:0.1:10",
-        "train.lr_decoder": "log:0.0002:0.005",
-        "train.lr_vad": "log:0.0004:0.01",
+        # Around the tiny preset's rates (1e-2 / 2e-2, chosen by sweeps/lr_selection.py),
+        # from the grid's lowest rate that still learned to its highest.
+        "train.lr_decoder": "log:0.002:0.03",
+        "train.lr_vad": "log:0.004:0.06",
         "model.emotion_encoder_layers": "int:0:6",
         "model.neg_wrong_emotion": "choice:true,false",
         "model.neg_other_image": "choice:true,false",

@@ -270,37 +270,60 @@ def _key_values(items: list[str] | None, flag: str, form: str) -> dict[str, str]
 @dataclass
 class Grid(Strategy):
     kind: ClassVar[str] = "grid"
-    # Keys of a trial's Tune config. Tune varies the alphabetically last key slowest: the
-    # seed after the variant runs every variant at seed 0 first, so an interrupted sweep
-    # holds complete paired seeds.
+    # Keys of a trial's Tune config.
     VARIANT_KEY: ClassVar[str] = "ablation"
     SEED_KEY: ClassVar[str] = "seed"
 
     variants: dict[str, dict[str, Any]]  # name -> configuration overrides, in order
     seeds: list[int]
+    # Variants that run at only the first N of the seeds (the rest run at all of them).
+    seed_counts: dict[str, int] = field(default_factory=dict)
+
+    def variant_seeds(self, name: str) -> list[int]:
+        return self.seeds[: self.seed_counts.get(name, len(self.seeds))]
+
+    def points(self) -> list[dict[str, Any]]:
+        """The trials, seed by seed: every variant at seed 0 before any at seed 1, so an
+        interrupted sweep already holds complete paired seeds."""
+        return [{self.VARIANT_KEY: name, self.SEED_KEY: seed}
+                for seed in self.seeds for name in self.variants if seed in self.variant_seeds(name)]
 
     def param_space(self) -> dict[str, Any]:
         from ray import tune
 
+        # The grid names every value; the searcher's points pick the combinations that run.
         return {self.VARIANT_KEY: tune.grid_search(list(self.variants)),
                 self.SEED_KEY: tune.grid_search(list(self.seeds))}
 
+    def search_alg(self, metric: str):
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        # Tune's own generator, fed the explicit points: each point replaces one sample, so
+        # num_samples = the number of points runs exactly them (a rectangular grid cannot
+        # give some variants fewer seeds), and its state is saved for --resume as a grid's.
+        return BasicVariantGenerator(points_to_evaluate=self.points())
+
     def num_samples(self) -> int:
-        return 1
+        return len(self.points())
 
     def total_trials(self) -> int:
-        return len(self.variants) * len(self.seeds)
+        return len(self.points())
 
     def describe(self) -> str:
-        return f"{len(self.variants)} variants x {len(self.seeds)} seeds"
+        fewer = [f"{n} at {len(self.variant_seeds(n))}" for n in self.variants
+                 if len(self.variant_seeds(n)) < len(self.seeds)]
+        return f"{len(self.variants)} variants x {len(self.seeds)} seeds" + (f" ({', '.join(fewer)})" if fewer else "")
 
     def parent_params(self) -> dict[str, Any]:
         params = {"searcher": self.kind, "num_trials": self.total_trials(),
                   "variants": ",".join(self.variants), "seeds": ",".join(map(str, self.seeds))}
+        if self.seed_counts:
+            params["seed_counts"] = ",".join(f"{n}={c}" for n, c in self.seed_counts.items())
         return {schema.PARENT_PARAM_PREFIX + k: v for k, v in params.items()}
 
     def parent_tags(self) -> dict[str, str]:
-        return {schema.TAG_GRID: json.dumps({"variants": self.variants, "seeds": self.seeds})}
+        return {schema.TAG_GRID: json.dumps({"variants": self.variants, "seeds": self.seeds,
+                                             "seed_counts": self.seed_counts})}
 
     def columns(self) -> dict[str, str]:
         return {self.VARIANT_KEY: "variant", self.SEED_KEY: "seed"}
@@ -321,14 +344,16 @@ class Grid(Strategy):
 class GridFlags:
     """The flags of a variants x seeds sweep, with the defaults its sweep file declares.
     ``quick``: what ``--quick`` runs (a few variants and seeds, and overrides that make
-    every trial a few steps long)."""
+    every trial a few steps long). ``default_seed_counts``: variants that run at fewer
+    seeds unless ``--all-seeds`` is given."""
 
     variants: dict[str, dict[str, Any]]
     default_seeds: int
     quick_variants: tuple[str, ...]
     quick_seeds: int
     quick_overrides: dict[str, Any]
-    defining: ClassVar[tuple[str, ...]] = ("seeds", "variants", "quick")
+    default_seed_counts: dict[str, int] = field(default_factory=dict)
+    defining: ClassVar[tuple[str, ...]] = ("seeds", "variants", "quick", "all_seeds")
 
     def add_flags(self, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("variants and seeds")
@@ -339,6 +364,10 @@ class GridFlags:
         g.add_argument("--quick", action="store_true", default=None,
                        help=f"a smoke test: {self.quick_seeds} seeds of "
                             + ", ".join(self.quick_variants) + ", a few training steps each")
+        if self.default_seed_counts:
+            fewer = ", ".join(f"{n} at {c}" for n, c in self.default_seed_counts.items())
+            g.add_argument("--all-seeds", action="store_true", default=None,
+                           help=f"run every variant at every seed (default: {fewer} seed(s))")
 
     def extra_overrides(self, args: argparse.Namespace) -> dict[str, Any]:
         return dict(self.quick_overrides) if args.quick else {}
@@ -363,4 +392,7 @@ class GridFlags:
         if both:
             raise SweepError(f"{', '.join(both)} both fixed (--set) and varied by the variants or seeds; "
                              "drop the --set")
-        return Grid(variants={n: dict(self.variants[n]) for n in names}, seeds=list(range(seeds)))
+        counts = {} if args.quick or getattr(args, "all_seeds", None) else {
+            n: c for n, c in self.default_seed_counts.items() if n in names and c < seeds}
+        return Grid(variants={n: dict(self.variants[n]) for n in names}, seeds=list(range(seeds)),
+                    seed_counts=counts)

@@ -6,6 +6,7 @@ store."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pickle
 from pathlib import Path
@@ -177,15 +178,25 @@ def test_tpe_puts_the_paper_point_first_and_sizes_its_sampler():
             flags.build(args, "tiny", _tiny_flat(), fixed)
 
 
-def test_grid_is_every_variant_at_every_seed():
-    from ray.tune.search.basic_variant import BasicVariantGenerator
+def tune_order(grid: Grid) -> list[tuple[str, int]]:
+    """The (variant, seed) of each trial, in the order Tune creates them from the strategy."""
     from ray.tune.experiment import Experiment
 
+    generator = grid.search_alg("val/acc")
+    generator.add_configurations([Experiment("x", run=lambda c: None, config=grid.param_space(),
+                                             num_samples=grid.num_samples())])
+    order = []
+    while (trial := generator.next_trial()) is not None:
+        order.append((trial.config[Grid.VARIANT_KEY], trial.config[Grid.SEED_KEY]))
+    return order
+
+
+def test_grid_is_every_variant_at_every_seed():
     flags = GridFlags(variants=VARIANTS, default_seeds=3, quick_variants=("baseline", "full"), quick_seeds=2,
                       quick_overrides={"train.max_steps": 4})
     grid = flags.build(_args(), "tiny", _tiny_flat(), {})
     assert list(grid.variants) == list(VARIANTS) and grid.seeds == [0, 1, 2]
-    assert grid.total_trials() == 36 and grid.num_samples() == 1 and grid.search_alg("val/acc") is None
+    assert grid.total_trials() == 36 == grid.num_samples() == len(grid.points())
     config = {Grid.VARIANT_KEY: "no_vad_head", Grid.SEED_KEY: 2}
     assert grid.trial_overrides(config) == {**VARIANTS["no_vad_head"], "seed": 2}
     assert grid.trial_tags(config) == {schema.TAG_VARIANT: "no_vad_head", schema.TAG_SEED: "2"}
@@ -195,12 +206,18 @@ def test_grid_is_every_variant_at_every_seed():
     # Tune runs every variant at seed 0 before any at seed 1: an interrupted sweep is paired.
     small = flags.build(_args(variants="full,baseline", seeds=2), "tiny", _tiny_flat(), {})
     assert list(small.variants) == ["baseline", "full"]  # the paper's order, whatever the flag's
-    generator = BasicVariantGenerator()
-    generator.add_configurations([Experiment("x", run=lambda c: None, config=small.param_space())])
-    order = []
-    while (trial := generator.next_trial()) is not None:
-        order.append((trial.config[Grid.VARIANT_KEY], trial.config[Grid.SEED_KEY]))
-    assert order == [("baseline", 0), ("full", 0), ("baseline", 1), ("full", 1)]
+    assert tune_order(small) == [("baseline", 0), ("full", 0), ("baseline", 1), ("full", 1)]
+
+    # Variants declared with fewer seeds run at the first N only, unless --all-seeds.
+    fewer = dataclasses.replace(flags, default_seed_counts={"full": 1, "no_vad_head": 5})
+    grid = fewer.build(_args(variants="baseline,full,no_vad_head"), "tiny", _tiny_flat(), {})
+    assert grid.seed_counts == {"full": 1}  # 5 >= 3 seeds: no reduction
+    assert tune_order(grid) == [("baseline", 0), ("full", 0), ("no_vad_head", 0), ("baseline", 1),
+                                ("no_vad_head", 1), ("baseline", 2), ("no_vad_head", 2)]
+    assert grid.total_trials() == 7 and "full at 1" in grid.describe()
+    assert strategy_from_dict(grid.to_dict()) == grid
+    every = fewer.build(_args(variants="baseline,full", all_seeds=True), "tiny", _tiny_flat(), {})
+    assert every.seed_counts == {} and every.total_trials() == 6
 
     quick = flags.build(_args(quick=True), "tiny", _tiny_flat(), {})
     assert list(quick.variants) == ["baseline", "full"] and quick.seeds == [0, 1]

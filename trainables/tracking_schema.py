@@ -16,7 +16,8 @@ Layout of one sweep in MLflow
 
 Params of a trial run: the full flattened ``sevlm.config.ExperimentConfig`` with its dotted
 keys (``model.alpha``, ``train.lr_decoder``, ``seed``, ``preset``, ...) plus
-:data:`PARAM_DATA_FINGERPRINT` and :data:`PARAM_CODE_VERSION`. Params of the parent run:
+:data:`PARAM_DATA_FINGERPRINT`, :data:`PARAM_CODE_VERSION`, :data:`PARAM_EA_CLASSIFIER` and the
+load report's counts under :data:`PARAM_DATA_REPORT_PREFIX`. Params of the parent run:
 the sweep settings under :data:`PARENT_PARAM_PREFIX`.
 
 Metrics of a trial run, logged with ``step`` = the optimizer step of the evaluation:
@@ -26,7 +27,8 @@ evaluation; the finer training curve every ``train.log_every_steps`` steps under
 :data:`TRAIN_STEP_PREFIX`; the final ``test/...`` metrics (:data:`TEST_METRICS`) and
 :data:`BEST_STEP_METRIC` once at the end, at the last step.
 
-Artifacts of a trial run: :data:`ARTIFACT_PREDICTIONS_TEST`, :data:`ARTIFACT_SAMPLES_DIR`
+Artifacts of a trial run: :data:`ARTIFACT_PREDICTIONS_TEST`, :data:`ARTIFACT_DATA_REPORT`,
+:data:`ARTIFACT_SAMPLES_DIR`
 (``samples.json`` and the images it names), :data:`ARTIFACT_BEST_CHECKPOINT` (a JSON file
 saying where the best checkpoint is stored), :data:`ARTIFACT_FINAL_METRICS`.
 """
@@ -90,9 +92,16 @@ STATUS_KILLED = "KILLED"
 
 # -------------------------------------------------------------------------- params
 # Trial runs: every key of sevlm.config.to_flat_dict(cfg), unchanged ("seed", "preset",
-# "model.alpha", ...), plus these two.
+# "model.alpha", ...), plus these.
 PARAM_DATA_FINGERPRINT = "data.fingerprint"
 PARAM_CODE_VERSION = "code_version"
+# Also on trial runs: the EA classifier's identity (runs compared on EA must share it) and
+# every count of the data load report under this prefix ("data.report.rows_kept",
+# "data.report.skipped.too_long", "data.report.note.<name>", ...). The same names as
+# sevlm.training.loop.EA_CLASSIFIER_PARAM and sevlm.data.report.PARAM_PREFIX (a test
+# checks that they agree; this module imports nothing).
+PARAM_EA_CLASSIFIER = "ea_classifier.id"
+PARAM_DATA_REPORT_PREFIX = "data.report."
 # Parent runs: "sweep.<setting>" (kind, strategy, num_trials, concurrency, metric, ...; an
 # alpha search adds its searcher and scheduler settings, an ablation sweep "sweep.variants"
 # and "sweep.seeds"), "sweep.space.<param>" (alpha search: the search-space spec of a
@@ -121,22 +130,28 @@ TRAIN_STEP_PREFIX = "train_step/"
 VAL_PREFIX = "val/"
 TEST_PREFIX = "test/"
 COUNT_METRIC = "paintings"  # a count, not a score
-# Never optimised: the count, and the non-word rate (lower is better, but the training loop
-# and the sweeps keep the highest value of the metric they monitor).
-NOT_OPTIMIZABLE = (COUNT_METRIC, "nonword_rate")
+# Never optimised: the count, the non-word and no-emotion rates (lower is better, but the
+# training loop and the sweeps keep the highest value of the metric they monitor).
+NOT_OPTIMIZABLE = (COUNT_METRIC, "nonword_rate", "no_emotion_rate")
 BEST_STEP_METRIC = "best_step"
 BEST_PREFIX = "best_"  # "best_val/bleu4": best value of the loop's monitored metric
 # Parent run, at the end: the best trial's value of the optimised metric.
 PARENT_BEST_METRIC_PREFIX = "best_trial/"
+# A sweep's --heldout <dataset>:<dir>: the tested checkpoint's held-out scores, once at the
+# end, as heldout_metric(dataset, name) for each name of sevlm's own list
+# (sevlm.heldout.evaluation.HELDOUT_METRIC_NAMES), e.g. "heldout/emoset/closed_acc".
+HELDOUT_PREFIX = "heldout/"
 
 # ----------------------------------------------------------------------- artifacts
 # Trial runs
 ARTIFACT_PREDICTIONS_DIR = "predictions"
 ARTIFACT_PREDICTIONS_TEST = "predictions/test.csv"
 ARTIFACT_SAMPLES_DIR = "samples"  # samples.json + the images it names
+ARTIFACT_HELDOUT_DIR = "heldout"  # heldout/<dataset>_<split>/: sevlm.heldout.outputs' files
 ARTIFACT_BEST_CHECKPOINT = "best_checkpoint.json"  # {"path", "step", "metric", "value"}
 ARTIFACT_FINAL_METRICS = "final_metrics.json"
 ARTIFACT_CONFIG = "config.json"  # the flattened configuration, as JSON
+ARTIFACT_DATA_REPORT = "data_report.json"  # the load report (sevlm.data.report.REPORT_FILE)
 # Parent runs
 ARTIFACT_SWEEP_SPEC = "sweep/spec.json"  # every setting of the sweep (for --resume too)
 ARTIFACT_SWEEP_RESULTS = "sweep/results.csv"  # one row per trial: config + metrics
@@ -158,6 +173,11 @@ def __getattr__(name):
     }
     globals().update(lists)
     return lists[name]
+
+
+def heldout_metric(dataset, name):
+    """The final metric of a held-out score: ``heldout_metric("emoset", "closed_acc")``."""
+    return HELDOUT_PREFIX + str(dataset) + "/" + str(name)
 
 
 def trial_run_name(sweep_name, trial_id):
