@@ -126,8 +126,17 @@ def _completeness(sweep: Sweep, seeds: dict[str, list[int]], aligned, doc: Docum
                   + (", ".join(f"{tables.variant_label(v)} (seeds {', '.join(map(str, s))})" for v, s in seeds.items())
                      or "nothing") + ".")
     if fewer:
+        planned = [v for v in fewer if len(sweep.grid_seeds_of(v)) < len(sweep.grid_seeds)]
         doc.warning("Fewer seeds than the others (means, CIs and tests rest on fewer runs): "
-                    + ", ".join(f"{tables.variant_label(v)}: {len(s)} of {most}" for v, s in fewer.items()) + ".")
+                    + ", ".join(f"{tables.variant_label(v)}: {len(s)} of {most}" for v, s in fewer.items()) + "."
+                    + (f" The sweep ran {', '.join(map(tables.variant_label, planned))} at fewer seeds by design"
+                       " (sweeps/ablations.py --all-seeds runs every seed)." if planned else ""))
+    classifiers = ea_classifiers(sweep)
+    if len(classifiers) > 1:
+        doc.warning(f"EA was scored by {len(classifiers)} different EA classifiers across these runs (param "
+                    f"{schema.PARAM_EA_CLASSIFIER}: " + ", ".join(f"{c} in {n} runs" for c, n in classifiers.items())
+                    + "): EA differences between them mix the models with their classifiers. Share one by "
+                    "pointing data.ea_classifier_dir at storage every node sees.")
     if sweep.excluded:
         doc.warning(f"{len(sweep.excluded)} (variant, seed) runs left out of every table, test and figure below:")
         doc.table(tables.excluded_table(sweep), out)
@@ -217,3 +226,12 @@ def _search_report(sweep: Sweep, doc: Document, out: Path) -> None:
     else:
         doc.paragraph("Too few completed trials for parameter importance and parallel coordinates.")
     _cost(sweep, doc, out, group_by_variant=False)
+
+
+def ea_classifiers(sweep) -> dict[str, int]:
+    """Identity of the EA classifier -> how many usable runs it scored (runs that predate the
+    param are not counted)."""
+    if schema.PARAM_EA_CLASSIFIER not in sweep.params.columns:
+        return {}
+    ids = sweep.params.loc[sweep.params.index.isin(sweep.usable), schema.PARAM_EA_CLASSIFIER].dropna()
+    return {str(k): int(v) for k, v in ids.astype(str).value_counts().items()}

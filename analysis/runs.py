@@ -56,7 +56,12 @@ class Sweep:
     metrics: pd.DataFrame
     grid_variants: list[str] = field(default_factory=list)
     grid_seeds: list[int] = field(default_factory=list)
+    # Variants the grid ran at only its first N seeds (the α sensitivity, by default).
+    grid_seed_counts: dict[str, int] = field(default_factory=dict)
     excluded: list[Exclusion] = field(default_factory=list)
+
+    def grid_seeds_of(self, variant: str) -> list[int]:
+        return self.grid_seeds[: self.grid_seed_counts.get(variant, len(self.grid_seeds))]
 
     @property
     def parent_run_id(self) -> str:
@@ -104,8 +109,8 @@ def load_sweep(sweep_name: str, tracking_uri: str | None = None, experiment: str
     trials = trials.sort_values(["trial_index", "run_name"], na_position="last", ignore_index=True)
     params = pd.DataFrame({r.info.run_id: {k: parse_value(v) for k, v in r.data.params.items()} for r in runs.trials}).T
     metrics = pd.DataFrame({r.info.run_id: dict(r.data.metrics) for r in runs.trials}).T
-    variants, seeds = _grid(parent)
-    sweep = Sweep(sweep_name, kind, runs.experiment_id, parent, trials, params, metrics, variants, seeds)
+    variants, seeds, counts = _grid(parent)
+    sweep = Sweep(sweep_name, kind, runs.experiment_id, parent, trials, params, metrics, variants, seeds, counts)
     sweep.excluded = _exclusions(sweep)
     return sweep
 
@@ -138,13 +143,15 @@ def _info(run) -> dict[str, Any]:
     }
 
 
-def _grid(parent) -> tuple[list[str], list[int]]:
-    """The variants and seeds an ablation sweep was asked to run (its parent's grid tag)."""
+def _grid(parent) -> tuple[list[str], list[int], dict[str, int]]:
+    """The variants and seeds an ablation sweep was asked to run (its parent's grid tag),
+    and the variants it ran at fewer seeds."""
     text = parent.data.tags.get(schema.TAG_GRID)
     if not text:
-        return [], []
+        return [], [], {}
     grid = json.loads(text)
-    return list(grid.get("variants", {})), [int(s) for s in grid.get("seeds", [])]
+    counts = {str(k): int(v) for k, v in (grid.get("seed_counts") or {}).items()}
+    return list(grid.get("variants", {})), [int(s) for s in grid.get("seeds", [])], counts
 
 
 def _exclusions(sweep: Sweep) -> list[Exclusion]:
@@ -157,7 +164,7 @@ def _exclusions(sweep: Sweep) -> list[Exclusion]:
         out.append(Exclusion(row.variant, _int_or_none(row.seed), row.run_name, reason))
     done = {(v, _int_or_none(s)) for v, s in zip(sweep.trials["variant"], sweep.trials["seed"])}
     for variant in sweep.grid_variants:
-        for seed in sweep.grid_seeds:
+        for seed in sweep.grid_seeds_of(variant):
             if (variant, seed) not in done:
                 out.append(Exclusion(variant, seed, None, "missing: no MLflow run"))
     return out

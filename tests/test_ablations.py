@@ -101,7 +101,11 @@ def test_quick_ablation_sweep_one_child_run_per_variant_and_seed(tmp_path, capsy
     from sweeps.ablations import QUICK_VARIANTS, main
     from trainables import mlflow_store
 
-    rc = main(["--quick", "--name", "quick", "--progress-interval", "600"])
+    from sevlm.data.synthetic_emoset import generate_synthetic_emoset
+
+    # --heldout through a real sweep: every trial's tested checkpoint is also scored on EmoSet.
+    emoset = generate_synthetic_emoset(tmp_path / "emoset", images_per_emotion=2)
+    rc = main(["--quick", "--name", "quick", "--progress-interval", "600", "--heldout", f"emoset:{emoset}"])
     out = capsys.readouterr().out
     assert rc == 0, out
     client = mlflow_store.open_tracking_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -117,6 +121,7 @@ def test_quick_ablation_sweep_one_child_run_per_variant_and_seed(tmp_path, capsy
         variant = VARIANTS[run.data.tags[schema.TAG_VARIANT]]
         assert run.data.params["model.use_contrastive"] == str(variant["model.use_contrastive"])
         assert any(k.startswith(schema.TEST_PREFIX) for k in run.data.metrics)
+        assert 0 <= run.data.metrics[schema.heldout_metric("emoset", "closed_acc")] <= 100
         predictions = Path(client.download_artifacts(run.info.run_id, schema.ARTIFACT_PREDICTIONS_TEST))
         header, *rows = predictions.read_text().splitlines()
         assert "painting_id" in header and "predicted_emotion" in header and rows

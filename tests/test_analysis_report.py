@@ -33,6 +33,8 @@ PLANTED = {FULL: (GOOD, 0), "no_vad_head": (GOOD, 0), "no_contrastive": (BAD, 1)
            "alpha_0.5": (0.55, 3), "alpha_4": (0.5, 4)}
 FAILED = ("baseline", 2)
 MISSING = ("no_vad_head", 2)
+ONE_SEED = "alpha_4"  # the grid runs it at seed 0 only, as sweeps/ablations.py does the alpha grid
+OTHER_CLASSIFIER = ("alpha_0.5", 1)  # scored by another EA classifier than every other run
 
 
 def planted_predictions(quality: float, seed: int) -> pd.DataFrame:
@@ -102,19 +104,21 @@ def _test_metrics(frame: pd.DataFrame) -> dict[str, float]:
 def ablation_store(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("ablation-store")
     uri, client, experiment_id = _store(tmp_path)
-    grid = {"variants": {v: {} for v in PLANTED}, "seeds": SEEDS}
+    grid = {"variants": {v: {} for v in PLANTED}, "seeds": SEEDS, "seed_counts": {ONE_SEED: 1}}
     parent = _parent(client, experiment_id, "planted", ABLATIONS, {schema.TAG_GRID: json.dumps(grid)})
     index = 0
     for variant, (quality, plant_seed) in PLANTED.items():
         for seed in SEEDS:
-            if (variant, seed) == MISSING:
+            if (variant, seed) == MISSING or (variant == ONE_SEED and seed > 0):
                 continue
             failed = (variant, seed) == FAILED
             frame = planted_predictions(quality, 100 * plant_seed + seed)
             tags = {schema.TAG_VARIANT: variant, schema.TAG_SEED: str(seed)}
             if failed:
                 tags[schema.TAG_ERROR] = "planted crash"
-            _trial(client, experiment_id, parent, "planted", index, tags, {"seed": str(seed)},
+            classifier = "other-classifier" if (variant, seed) == OTHER_CLASSIFIER else "shared-classifier"
+            _trial(client, experiment_id, parent, "planted", index, tags,
+                   {"seed": str(seed), schema.PARAM_EA_CLASSIFIER: classifier},
                    {} if failed else _test_metrics(frame), None if failed else frame,
                    schema.STATUS_FAILED if failed else schema.STATUS_FINISHED, tmp_path)
             index += 1
@@ -146,6 +150,9 @@ def test_failed_and_missing_runs_are_named_and_the_short_variant_flagged(ablatio
     excluded = pd.read_csv(out / "excluded.csv")
     assert {(r.variant, int(r.seed)) for r in excluded.itertuples()} == {FAILED, MISSING}
     assert "Fewer seeds than the others" in report and "w/o VAD head: 2 of 3" in report
+    # a variant the grid ran at one seed by design is flagged as such, never as missing
+    assert "α = 4: 1 of 3" in report and "at fewer seeds by design" in report
+    assert "EA was scored by 2 different EA classifiers" in report and "other-classifier in 1 runs" in report
     assert "Resamples B = " in report and "resampling seed" in report and f"Test paintings: {N_PAINTINGS}" in report
 
 

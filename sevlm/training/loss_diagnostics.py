@@ -102,7 +102,8 @@ def measure(model, batch: dict, grad_clip: float) -> tuple[dict[str, TermSnapsho
         name: TermSnapshot(
             value=float(terms[name].detach()),
             grad_norm=float(g.norm()),
-            cosine_to_language=float(torch.nn.functional.cosine_similarity(g, lang, dim=0)),
+            # float64: in float32 the cosine of a long gradient with itself can read 1.0001
+            cosine_to_language=float(torch.nn.functional.cosine_similarity(g.double(), lang.double(), dim=0)),
         )
         for name, g in flats.items()
     }
