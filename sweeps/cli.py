@@ -337,7 +337,7 @@ def _tuner(spec: SweepSpec, trainable, experiment_id: str, parent_run_id: str, p
         trainable,
         param_space=plan.param_space(),
         tune_config=tune.TuneConfig(
-            search_alg=plan.search_alg(spec.metric),
+            search_alg=plan.search_alg(spec.metric, spec.concurrency),
             scheduler=plan.scheduler(spec.metric),
             num_samples=plan.num_samples(),
             max_concurrent_trials=spec.concurrency,

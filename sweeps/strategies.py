@@ -36,7 +36,10 @@ class Strategy:
     def param_space(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def search_alg(self, metric: str):
+    def search_alg(self, metric: str, max_concurrent: int | None = None):
+        """Tune's search algorithm (None: Tune's default). ``max_concurrent``: the sweep's
+        concurrency, which Tune applies to a ``Searcher`` itself but ignores for any other
+        search algorithm (it would start every trial of a grid at once)."""
         return None
 
     def scheduler(self, metric: str):
@@ -105,7 +108,7 @@ class TPE(Strategy):
     def param_space(self) -> dict[str, Any]:
         return {}  # the searcher proposes every point
 
-    def search_alg(self, metric: str):
+    def search_alg(self, metric: str, max_concurrent: int | None = None):
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
@@ -295,13 +298,16 @@ class Grid(Strategy):
         return {self.VARIANT_KEY: tune.grid_search(list(self.variants)),
                 self.SEED_KEY: tune.grid_search(list(self.seeds))}
 
-    def search_alg(self, metric: str):
+    def search_alg(self, metric: str, max_concurrent: int | None = None):
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
         # Tune's own generator, fed the explicit points: each point replaces one sample, so
         # num_samples = the number of points runs exactly them (a rectangular grid cannot
         # give some variants fewer seeds), and its state is saved for --resume as a grid's.
-        return BasicVariantGenerator(points_to_evaluate=self.points())
+        # It must hold the concurrency itself: Tune's max_concurrent_trials only limits a
+        # Searcher, and a grid started all at once deadlocks (every CPU held by waiting
+        # trial functions, none left for their training workers).
+        return BasicVariantGenerator(points_to_evaluate=self.points(), max_concurrent=max_concurrent or 0)
 
     def num_samples(self) -> int:
         return len(self.points())

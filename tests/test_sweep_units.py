@@ -192,6 +192,8 @@ def tune_order(grid: Grid) -> list[tuple[str, int]]:
 
 
 def test_grid_is_every_variant_at_every_seed():
+    from ray.tune.experiment import Experiment
+
     flags = GridFlags(variants=VARIANTS, default_seeds=3, quick_variants=("baseline", "full"), quick_seeds=2,
                       quick_overrides={"train.max_steps": 4})
     grid = flags.build(_args(), "tiny", _tiny_flat(), {})
@@ -207,6 +209,14 @@ def test_grid_is_every_variant_at_every_seed():
     small = flags.build(_args(variants="full,baseline", seeds=2), "tiny", _tiny_flat(), {})
     assert list(small.variants) == ["baseline", "full"]  # the paper's order, whatever the flag's
     assert tune_order(small) == [("baseline", 0), ("full", 0), ("baseline", 1), ("full", 1)]
+    # The grid's generator holds the sweep's concurrency (Tune applies it to Searchers only).
+    generator = small.search_alg("val/acc", max_concurrent=1)
+    generator.add_configurations([Experiment("x", run=lambda c: None, config=small.param_space(),
+                                             num_samples=small.num_samples())])
+    first = generator.next_trial()
+    assert first is not None and generator.next_trial() is None  # one running: no second trial yet
+    generator.on_trial_complete(first.trial_id)
+    assert generator.next_trial() is not None
 
     # Variants declared with fewer seeds run at the first N only, unless --all-seeds.
     fewer = dataclasses.replace(flags, default_seed_counts={"full": 1, "no_vad_head": 5})
