@@ -148,7 +148,7 @@ def bench_artemis_scale(workdir: Path, full_tokenise: bool) -> None:
 
     # Tokenisation of the training examples (once per process, cached on PreparedData).
     from sevlm.data import load_artemis, split_paintings
-    from sevlm.data.dataset import SplitData, TrainingExamples
+    from sevlm.data import SplitData, TrainingExamples
     from sevlm.text import SEVLMTokenizer
     from sevlm.vad import load_lexicon
 
