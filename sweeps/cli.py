@@ -256,13 +256,14 @@ def _fit(spec: SweepSpec, args: argparse.Namespace, sweep: Sweep, device: str | 
     import optuna
     from ray import tune
 
-    from trainables.mlflow_store import sweep_runs
-    from trainables.mlflow_writer import (
+    from trainables.mlflow_parent_run import (
         close_parent_run,
         end_orphaned_trial_runs,
         open_parent_run,
-        replay_queued_writes,
+        trial_run_ids,
     )
+    from trainables.mlflow_queue import replay_queued_writes
+    from trainables.mlflow_store import http_limits
     from trainables.trial import make_trainable
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -299,12 +300,19 @@ def _fit(spec: SweepSpec, args: argparse.Namespace, sweep: Sweep, device: str | 
     # that Tune's saved state did not have: nothing continues them.
     end_orphaned_trial_runs(spec.tracking_uri, spec.name, spec.experiment, sweep_path=spec.experiment_dir)
 
-    run_ids = {tid: run.info.run_id for tid, run in sweep_runs(spec.tracking_uri, spec.name, spec.experiment)
-               .by_trial_id().items()}
-    close_parent_run(spec.tracking_uri, parent_run_id, sweep_path=spec.experiment_dir, status=outcome.status,
-                     counts=outcome.counts, rows=outcome.rows(run_ids), best=outcome.best_record(spec.name, run_ids))
+    run_ids = trial_run_ids(spec.tracking_uri, spec.name, spec.experiment)
+    unsent = close_parent_run(spec.tracking_uri, parent_run_id, sweep_path=spec.experiment_dir, sweep_name=spec.name,
+                              status=outcome.status, counts=outcome.counts, rows=outcome.rows(run_ids),
+                              best=outcome.best_record(spec.name, run_ids))
     print_counts(spec.name, outcome, out)
-    sweep.report(spec, outcome, run_ids, out)
+    if unsent:
+        print(f"note: the tracking server did not take {unsent} MLflow writes; they are kept on disk and "
+              f"sent by: python sweeps/{spec.kind}.py --resume --name {spec.name} --storage {spec.storage_path}",
+              file=out, flush=True)
+        with http_limits(timeout_s=10, max_retries=1):  # what reads MLflow back fails fast
+            sweep.report(spec, outcome, run_ids, out)
+    else:
+        sweep.report(spec, outcome, run_ids, out)
     print_mlflow(spec.experiment, spec.name, spec.tracking_uri, experiment_id, parent_run_id, out)
     out.flush()
     if outcome.interrupted:

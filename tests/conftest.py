@@ -34,3 +34,17 @@ def small_config(data_root: Path, output_dir: Path, **overrides) -> ExperimentCo
     }
     base.update(overrides)
     return apply_overrides(tiny(), base)
+
+
+@pytest.fixture
+def sweep_in_tmp(tmp_path, monkeypatch):
+    """A sweep driven from the test process: its ./mlflow.db and ./ray_results in the test's
+    folder, no tracking server from the environment, and the Ray it started shut down."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("RAY_DEDUP_LOGS", "0")
+    yield tmp_path
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

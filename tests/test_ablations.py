@@ -4,6 +4,10 @@ checked on the models and data loaders its trial configurations build."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,16 +17,11 @@ from sevlm.variants import VARIANTS
 from sweeps.strategies import Grid
 from trainables import tracking_schema as schema
 
+SCRIPT = Path(__file__).resolve().parents[1] / "sweeps" / "ablations.py"
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+def _isolated(sweep_in_tmp):
     yield
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
 
 
 def test_unknown_variant_is_a_usage_error_that_lists_the_known_ones(capsys):
@@ -95,9 +94,45 @@ def test_variants_at_one_seed_share_initial_weights_and_batch_order(data_root, t
     assert not _same_batches(_batches(full), _batches(other_seed))
 
 
+def _interrupted_after_one_finished_trial(tmp_path: Path, argv: list[str], name: str):
+    """Run the ablation sweep in a subprocess and stop it (SIGTERM, as Ctrl-C) once one
+    trial has finished; returns that trial's run."""
+    from test_sweep import _wait_for
+
+    from trainables import mlflow_store
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    log_path = tmp_path / "interrupted.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, str(SCRIPT), *argv], cwd=tmp_path, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+    db = tmp_path / "mlflow.db"
+
+    def one_finished():
+        if proc.poll() is not None:
+            raise AssertionError(f"the sweep ended by itself: {log_path.read_text()[-3000:]}")
+        if not db.exists():
+            return None
+        try:
+            trials = mlflow_store.sweep_runs(mlflow_store.open_tracking_store(f"sqlite:///{db}"), name).trials
+        except Exception:  # noqa: BLE001 - the store is being created
+            return None
+        return next((t for t in trials if t.info.status == "FINISHED"), None)
+
+    try:
+        finished = _wait_for(one_finished, 400, "one finished trial")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 130, log_path.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return finished
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_quick_ablation_sweep_one_child_run_per_variant_and_seed(tmp_path, capsys):
+@pytest.mark.timeout(900)
+def test_quick_ablation_sweep_interrupted_and_resumed_one_child_run_per_variant_and_seed(tmp_path, capsys):
     from sweeps.ablations import QUICK_VARIANTS, main
     from trainables import mlflow_store
 
@@ -105,11 +140,17 @@ def test_quick_ablation_sweep_one_child_run_per_variant_and_seed(tmp_path, capsy
 
     # --heldout through a real sweep: every trial's tested checkpoint is also scored on EmoSet.
     emoset = generate_synthetic_emoset(tmp_path / "emoset", images_per_emotion=2)
-    rc = main(["--quick", "--name", "quick", "--progress-interval", "600", "--heldout", f"emoset:{emoset}"])
+    argv = ["--quick", "--name", "quick", "--progress-interval", "600", "--heldout", f"emoset:{emoset}"]
+    finished = _interrupted_after_one_finished_trial(tmp_path, argv, "quick")
+    # --resume finishes the explicit (variant, seed) points without running a finished one again
+    rc = main(["--resume", "--name", "quick", "--progress-interval", "600"])
     out = capsys.readouterr().out
     assert rc == 0, out
     client = mlflow_store.open_tracking_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = mlflow_store.sweep_runs(client, "quick")
+    done = {r.info.run_id: r for r in runs.trials}[finished.info.run_id]
+    assert done.data.tags[schema.TAG_TRIAL_STARTS] == "1" and done.info.end_time == finished.info.end_time
+    assert runs.parent.data.tags[schema.TAG_RESUME_COUNT] == "1"
     assert runs.parent is not None and runs.parent.info.status == "FINISHED"
     assert runs.parent.data.tags[schema.TAG_SWEEP_KIND] == "ablations"
     pairs = sorted((r.data.tags[schema.TAG_VARIANT], int(r.data.tags[schema.TAG_SEED])) for r in runs.trials)

@@ -31,14 +31,8 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+def _isolated(sweep_in_tmp):
     yield
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
 
 
 def _start(tmp_path: Path, data_dir: Path, name: str, evals: int) -> tuple[subprocess.Popen, Path]:

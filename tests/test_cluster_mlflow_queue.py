@@ -127,15 +127,51 @@ def test_a_refused_write_does_not_block_the_ones_after_it(store, tmp_path):
     assert run.data.params == {"alpha": "1"} and run.data.metrics == {"m": 1.0}
 
 
-def test_a_dead_server_costs_seconds_not_minutes(tmp_path):
-    from mlflow import MlflowClient
-
+def _dead_server() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed once the block ends: nothing listens there
-    queue = WriteQueue(MlflowClient(tracking_uri=f"http://127.0.0.1:{port}"), tmp_path / "q.jsonl")
+    return f"http://127.0.0.1:{port}"
+
+
+def test_a_dead_server_costs_seconds_not_minutes(tmp_path):
+    from mlflow import MlflowClient
+
+    queue = WriteQueue(MlflowClient(tracking_uri=_dead_server()), tmp_path / "q.jsonl")
     queue.log_batch("0" * 32, metrics=[_metric("m", 1.0, 1)])
     started = time.monotonic()
     assert queue.drain() is False
     assert time.monotonic() - started < 15  # MLflow's own retries took 246 s
     assert len(queue) == 1
+
+
+def test_the_end_of_a_sweep_with_the_server_away_costs_seconds_and_resume_sends_it(store, tmp_path):
+    from trainables.mlflow_parent_run import close_parent_run, end_orphaned_trial_runs, open_parent_run, trial_run_ids
+    from trainables.mlflow_queue import replay_queued_writes
+
+    client, _ = store
+    uri, sweep = f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "sweep")
+    _, parent_id = open_parent_run(uri, experiment="e", sweep_name="s", sweep_kind="alpha_search", sweep_path=sweep,
+                                   metric="val/bleu4", params={}, tags={}, spec={})
+    # the server went away while the last trial ran: the driver's end-of-sweep writes
+    dead = _dead_server()
+    started = time.monotonic()
+    assert trial_run_ids(dead, "s", "e") == {}
+    assert end_orphaned_trial_runs(dead, "s", "e", sweep_path=sweep, drain_s=1) == []
+    unsent = close_parent_run(dead, parent_id, sweep_path=sweep, sweep_name="s", status="FINISHED",
+                              counts={"total": 1, "finished": 1, "failed": 0, "killed": 0},
+                              rows=[{"trial_id": "t0", "test/acc": 50.0}],
+                              best={"trial_id": "t0", "metrics": {"val/bleu4": 3.0}}, drain_s=1)
+    assert time.monotonic() - started < 30  # MLflow's own retries: minutes per call
+    # counts and best metrics, results.csv, the status; and best.json, unless the artifact
+    # repository MLflow cached for the run (a local folder here) took it without the server
+    assert unsent in (3, 4)
+    assert client.get_run(parent_id).info.status == "RUNNING"
+
+    # --resume (the server back): everything is written, once
+    assert replay_queued_writes(uri, sweep, "s") == 0
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags[schema.TAG_TRIALS_FINISHED] == "1"
+    assert parent.data.metrics[schema.PARENT_BEST_METRIC_PREFIX + "val/bleu4"] == 3.0
+    artifacts = {a.path for a in client.list_artifacts(parent_id, "sweep")}
+    assert {schema.ARTIFACT_SWEEP_RESULTS, schema.ARTIFACT_SWEEP_BEST} <= artifacts

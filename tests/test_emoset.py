@@ -161,7 +161,7 @@ def _direct_prompt_log_likelihood(model, features: torch.Tensor, emotion: str) -
     with torch.no_grad():
         hidden = model.sequence_hidden_states(seq, model.decoder.project_image(features[None]))
         logits = model.decoder.lm_head(hidden)[0].float()
-    logits[:, model._suppressed_ids()] = float("-inf")  # never generated, as in generation
+    logits[:, model.never_generated_ids()] = float("-inf")  # never generated, as in generation
     logp = torch.log_softmax(logits, -1)
     return float(sum(logp[t - 1, ids[0, t]] for t in range(n_prompt, end)))
 

@@ -540,7 +540,7 @@ def test_closed_set_emotion_scores_are_the_prompt_likelihoods(tok, switches):
     scores = model.emotion_log_likelihoods(feats)
     assert scores.shape == (3, len(EMOTIONS)) and torch.isfinite(scores).all()
     n_prompt = len(tok.inference_prompt()[0])
-    suppressed = model._suppressed_ids()
+    suppressed = model.never_generated_ids()
     for e, emotion in enumerate(EMOTIONS):
         s = tok.encode_full_sentence(emotion, "x", vad=LEXICON, max_length=L)
         end = n_prompt + len(tok.emotion_ids[emotion]) + 1  # ... emotion words, " because"

@@ -68,15 +68,8 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("RAY_DEDUP_LOGS", "0")
+def _isolated(sweep_in_tmp):
     yield
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
 
 
 def client_for(db: Path):
@@ -297,6 +290,38 @@ def test_failing_trial_is_retried_then_failed_in_mlflow(tmp_path, data_dir, caps
     assert run.data.tags[schema.TAG_ERROR]
     assert run.data.tags[schema.TAG_TRIAL_STARTS] == "2"  # Tune retried the trial once
     assert parents[0].info.status == "FAILED"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_trial_retried_by_tune_resumes_from_its_checkpoint(tmp_path, data_dir, monkeypatch):
+    # No worker retries: the failure after the first checkpoint fails the Ray Train run, and
+    # Tune's retry of the trial must continue from that checkpoint, not start again.
+    import flaky_training
+
+    here = str(Path(__file__).parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("SEVLM_TRAINING_FN", "flaky_training:run_training")
+    name = "retried"
+    rc = _main(["--num-trials", "1", "--name", name, "--worker-retries", "0", "--trial-retries", "1",
+                "--progress-interval", "60"] + fast_flags(data_dir, evals=3))
+    assert rc == 0
+    client, parents, trials = sweep_runs(tmp_path / "mlflow.db", name)
+    run = trials[0]
+    tags = run.data.tags
+    assert run.info.status == "FINISHED" and parents[0].info.status == "FINISHED"
+    assert tags[schema.TAG_TRIAL_STARTS] == "2"  # Tune started the trial twice
+    assert tags[schema.TAG_WORKER_STARTS] == "2"
+    assert tags[schema.TAG_RESUMED_FROM_STEP] == str(EVAL_EVERY)  # from the first checkpoint
+    outputs = tmp_path / "ray_results" / name / "outputs" / schema.trial_run_name(name, tags[schema.TAG_TRIAL_ID])
+    assert (outputs / flaky_training.FAILED_MARKER).read_text() == str(EVAL_EVERY)
+    resumed_from = (outputs / flaky_training.RESUMED_MARKER).read_text().split()
+    assert len(resumed_from) == 1 and resumed_from[0], "the retry started from scratch"
+    # one history: the first attempt's evaluation is not logged twice
+    assert steps(client, run.info.run_id, schema.EPOCH_METRIC) == [EVAL_EVERY * (i + 1) for i in range(3)]
+    assert [m.value for m in client.get_metric_history(run.info.run_id, schema.WORKER_START_METRIC)] == [
+        0.0, float(EVAL_EVERY)]
+    assert any(k.startswith(schema.TEST_PREFIX) for k in run.data.metrics)
 
 
 @pytest.mark.slow

@@ -360,7 +360,8 @@ def _evaluation(step, value, session="w1", start=0, best=True, checkpoint=None, 
 @pytest.fixture()
 def store(tmp_path):
     from trainables.mlflow_store import open_tracking_store
-    from trainables.mlflow_writer import MlflowTrialWriter, open_parent_run
+    from trainables.mlflow_parent_run import open_parent_run
+    from trainables.mlflow_writer import MlflowTrialWriter
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     grid = Grid(variants={"full": VARIANTS[FULL], "baseline": VARIANTS[BASELINE]}, seeds=[0, 1])
@@ -381,7 +382,7 @@ def _steps(client, run_id, key):
 def test_mlflow_writer_records_fake_trials(store, tmp_path):
     from trainables import mlflow_store
     from trainables import report_protocol as rp
-    from trainables.mlflow_writer import close_parent_run
+    from trainables.mlflow_parent_run import close_parent_run
 
     uri, client, writer, parent_id = store
     final_dir = tmp_path / "final"
@@ -450,7 +451,7 @@ def test_mlflow_writer_records_fake_trials(store, tmp_path):
         "2", "2", "4")
     assert run.info.status == "KILLED" and tags[schema.TAG_END_REASON] == schema.END_PRUNED  # no final report
 
-    close_parent_run(uri, parent_id, sweep_path=str(tmp_path / "sweep"), status="FINISHED",
+    close_parent_run(uri, parent_id, sweep_path=str(tmp_path / "sweep"), sweep_name="s", status="FINISHED",
                      counts={"total": 3, "finished": 1, "failed": 1, "killed": 1},
                      rows=[{"trial_id": "t0", "test/acc": 55.0}, {"trial_id": "t1", "status": "FAILED"}],
                      best={"trial_id": "t0", "run_id": by_id["t0"].info.run_id, "metrics": {"val/rouge_l": 20.0}})
@@ -465,7 +466,7 @@ def test_mlflow_writer_records_fake_trials(store, tmp_path):
 
 def test_a_resumed_sweep_continues_its_parent_run(tmp_path):
     from trainables.mlflow_store import open_tracking_store
-    from trainables.mlflow_writer import open_parent_run
+    from trainables.mlflow_parent_run import open_parent_run
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     kwargs = dict(experiment="e", sweep_name="s", sweep_kind="alpha_search", sweep_path=str(tmp_path),

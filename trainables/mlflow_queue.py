@@ -21,20 +21,23 @@ a crash is ignored. The file is emptied whenever the queue is.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
+import tempfile
 import time
 from collections import deque
 from pathlib import Path
 from typing import Any
 
+from trainables.mlflow_store import error_line, http_limits, open_tracking_store
+
 log = logging.getLogger(__name__)
 
-# One attempt per call: a dead server fails in seconds, not after urllib3's ~4 minutes.
-QUICK_HTTP = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "5", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
 RUN_KEY_PREFIX = "queued:"  # a run referred to before it exists (its creation is queued)
+QUEUE_FILE = "mlflow_queue.jsonl"  # in the sweep's directory: writes not yet sent
+QUEUE_ARTIFACTS = "mlflow_queue_artifacts"  # files of queued artifact writes, until sent
+END_DRAIN_S = 60.0  # how long the end of a sweep waits for a tracking server that is away
 
 
 class QueueFull(RuntimeError):
@@ -51,18 +54,9 @@ def _refused(exc: BaseException) -> bool:
     return 400 <= status < 500 and status not in (408, 429)
 
 
-@contextlib.contextmanager
 def quick_http():
-    saved = {k: os.environ.get(k) for k in QUICK_HTTP}
-    os.environ.update(QUICK_HTTP)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    """One attempt per call: a dead server fails in seconds, not after urllib3's ~4 minutes."""
+    return http_limits(timeout_s=5, max_retries=0)
 
 
 class WriteQueue:
@@ -140,7 +134,7 @@ class WriteQueue:
                 self._retry_at = time.monotonic() + delay
                 if self._failures == 1 or self._failures % 10 == 0:
                     log.warning("MLflow unreachable (%s); %d writes queued in %s, next try in %.0f s",
-                                str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
+                                error_line(exc),
                                 len(self._pending), self.path, delay)
                 if time.monotonic() > deadline:
                     return False
@@ -231,3 +225,31 @@ class WriteQueue:
         if self._pending:
             log.warning("%d MLflow writes left by an earlier driver in %s are written first",
                         len(self._pending), self.path)
+
+
+def queue_path(sweep_path: str, sweep_name: str) -> Path:
+    """The write queue's journal: next to Tune's state (where ``--resume`` looks), or in
+    the temp folder when the sweep's storage is a bucket."""
+    if "://" in sweep_path:
+        return Path(tempfile.gettempdir()) / f"sevlm-{sweep_name}-{QUEUE_FILE}"
+    return Path(sweep_path) / QUEUE_FILE
+
+
+def sweep_queue(tracking_uri: str, sweep_path: str, sweep_name: str) -> WriteQueue:
+    """The sweep's write queue, with what earlier drivers left in it. The client is made
+    without touching the store, so a server that is away costs nothing here."""
+    from mlflow import MlflowClient
+
+    client = open_tracking_store(tracking_uri) if tracking_uri.startswith("sqlite:") else MlflowClient(tracking_uri)
+    return WriteQueue(client, queue_path(sweep_path, sweep_name))
+
+
+def replay_queued_writes(tracking_uri: str, sweep_path: str, sweep_name: str, budget_s: float = 120.0) -> int:
+    """Write what an earlier driver of the sweep left queued (``--resume``, before Tune
+    starts); returns how many writes are still waiting (the new driver keeps trying)."""
+    path = queue_path(sweep_path, sweep_name)
+    if not path.exists() or not path.stat().st_size:
+        return 0
+    queue = sweep_queue(tracking_uri, sweep_path, sweep_name)
+    queue.drain(budget_s)
+    return len(queue)

@@ -169,23 +169,37 @@ def _reset_unfinished_store(db: Path) -> bool:
     return True
 
 
-def probe_tracking_store(uri: str) -> None:
-    """Open the store once, quickly (a dead server fails in seconds, not minutes).
-    Raises RuntimeError with the store's first line of complaint."""
-    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-    saved = {k: os.environ.get(k) for k in quick}
-    os.environ.update(quick)
+@contextlib.contextmanager
+def http_limits(timeout_s: int, max_retries: int):
+    """MLflow's HTTP client (read from the environment at each request) gives up after
+    ``max_retries`` retries of ``timeout_s`` each, instead of urllib3's ~4 minutes."""
+    limits = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(max_retries)}
+    saved = {k: os.environ.get(k) for k in limits}
+    os.environ.update(limits)
     try:
-        open_tracking_store(uri)
-    except Exception as exc:  # noqa: BLE001
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RuntimeError(first[:300]) from None
+        yield
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def probe_tracking_store(uri: str) -> None:
+    """Open the store once, quickly (a dead server fails in seconds, not minutes).
+    Raises RuntimeError with the store's first line of complaint."""
+    try:
+        with http_limits(timeout_s=10, max_retries=1):
+            open_tracking_store(uri)
+    except Exception as exc:  # noqa: BLE001
+        raise RuntimeError(error_line(exc, 300)) from None
+
+
+def error_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an error, for a one-line log message."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
 
 
 @contextlib.contextmanager
@@ -260,6 +274,14 @@ def sweep_runs(client, sweep_name: str, experiment: str = schema.DEFAULT_EXPERIM
 
 
 # -------------------------------------------------------------------------- writing
+
+
+def timed_metric(key: str, value: float, step: int):
+    """A metric stamped now (a queued write keeps its time, so a replay is a duplicate that
+    MLflow drops)."""
+    from mlflow.entities import Metric
+
+    return Metric(key, float(value), int(time.time() * 1000), int(step))
 
 
 def param_text(value: Any) -> str:

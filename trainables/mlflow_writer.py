@@ -8,11 +8,11 @@ stall the sweep, and what it missed is written when it is back (or by ``--resume
 worker opens the tracking store, so a local SQLite file never sees two writers (a busy
 database is retried like an absent server). It writes and computes nothing
 else: the sweep's outcome comes from ``tuner.fit()``'s result, and the driver records it in
-the parent run with :func:`close_parent_run`.
+the parent run (``trainables.mlflow_parent_run``).
 
 Mapping of what happens to what MLflow shows (names in ``trainables.tracking_schema``):
 
-* sweep started -> parent run (:func:`open_parent_run`; continued when resumed);
+* sweep started -> parent run (``trainables.mlflow_parent_run``; continued when resumed);
 * trial started -> nested child run named ``trial_run_name(sweep, trial_id)``, tagged by
   the sweep's strategy (variant and seed, or whether it is the paper's configuration); a
   trial restarted by Tune (trial failure, ``--resume``) finds that run by its tags and
@@ -29,11 +29,8 @@ Mapping of what happens to what MLflow shows (names in ``trainables.tracking_sch
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
-import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,157 +39,12 @@ from typing import Any
 from ray.tune import Callback
 
 from trainables import tracking_schema as schema
-from trainables.mlflow_queue import WriteQueue, quick_http
-from trainables.mlflow_store import (
-    MAX_PARAMS_PER_BATCH,
-    RunWriter,
-    get_or_create_experiment,
-    open_tracking_store,
-    param_text,
-    with_retry,
-)
+from trainables.mlflow_queue import END_DRAIN_S, QUEUE_ARTIFACTS, WriteQueue, queue_path, quick_http
+from trainables.mlflow_store import MAX_PARAMS_PER_BATCH, open_tracking_store, param_text, timed_metric
 from trainables.report_protocol import TrialReport
 from trainables.trial import FINAL_MARKER, REPORTS_FILE
 
 log = logging.getLogger(__name__)
-
-UNWRITTEN_FILE = "mlflow_unwritten.jsonl"  # in the sweep's directory: writes MLflow refused
-QUEUE_FILE = "mlflow_queue.jsonl"  # in the sweep's directory: trial-run writes not yet sent
-QUEUE_ARTIFACTS = "mlflow_queue_artifacts"  # final artifacts fetched from a bucket, until sent
-END_DRAIN_S = 60.0  # how long the end of a sweep waits for a tracking server that is away
-
-
-def queue_path(sweep_path: str, sweep_name: str) -> Path:
-    """The write queue's journal: next to Tune's state (where ``--resume`` looks), or in
-    the temp folder when the sweep's storage is a bucket."""
-    if "://" in sweep_path:
-        return Path(tempfile.gettempdir()) / f"sevlm-{sweep_name}-{QUEUE_FILE}"
-    return Path(sweep_path) / QUEUE_FILE
-
-
-def replay_queued_writes(tracking_uri: str, sweep_path: str, sweep_name: str, budget_s: float = 120.0) -> int:
-    """Write what an earlier driver of the sweep left queued (``--resume``, before Tune
-    starts); returns how many writes are still waiting (the new driver keeps trying)."""
-    path = queue_path(sweep_path, sweep_name)
-    if not path.exists() or not path.stat().st_size:
-        return 0
-    queue = WriteQueue(open_tracking_store(tracking_uri), path)
-    queue.drain(budget_s)
-    return len(queue)
-
-
-def _metric(key: str, value: float, step: int):
-    from mlflow.entities import Metric
-
-    return Metric(key, float(value), int(time.time() * 1000), int(step))
-
-
-# ----------------------------------------------------------------------- parent run
-
-
-def open_parent_run(
-    tracking_uri: str,
-    *,
-    experiment: str,
-    sweep_name: str,
-    sweep_kind: str,
-    sweep_path: str,
-    metric: str,
-    params: dict[str, Any],
-    tags: dict[str, str],
-    spec: dict[str, Any],
-) -> tuple[str, str]:
-    """Create the sweep's parent run, or continue it (``--resume``); returns
-    ``(experiment_id, parent_run_id)``."""
-    client = open_tracking_store(tracking_uri)
-    writer = RunWriter(client, Path(sweep_path) / UNWRITTEN_FILE)
-    experiment_id = get_or_create_experiment(client, experiment, tracking_uri)
-    found = with_retry(client.search_runs, [experiment_id],
-                       filter_string=schema.search_filter_parent(sweep_name), max_results=5)
-    tags = {
-        schema.TAG_SCHEMA_VERSION: schema.SCHEMA_VERSION,
-        schema.TAG_ROLE: schema.ROLE_PARENT,
-        schema.TAG_SWEEP_NAME: sweep_name,
-        schema.TAG_SWEEP_KIND: sweep_kind,
-        schema.TAG_SWEEP_PATH: sweep_path,
-        schema.TAG_METRIC: metric,
-        **tags,
-    }
-    if found:
-        run_id = found[0].info.run_id
-        tags[schema.TAG_RESUME_COUNT] = str(int(found[0].data.tags.get(schema.TAG_RESUME_COUNT, "0")) + 1)
-        with_retry(client.update_run, run_id, status=schema.STATUS_RUNNING)
-    else:
-        run_id = with_retry(client.create_run, experiment_id, tags=tags, run_name=sweep_name).info.run_id
-        tags[schema.TAG_RESUME_COUNT] = "0"
-    writer.write_params(run_id, params)
-    writer.write(run_id, tags=tags)
-    writer.write_json(run_id, schema.ARTIFACT_SWEEP_SPEC, spec)
-    writer.flush(final=True)
-    return experiment_id, run_id
-
-
-def close_parent_run(
-    tracking_uri: str,
-    parent_run_id: str,
-    *,
-    sweep_path: str,
-    status: str,
-    counts: dict[str, int],
-    rows: list[dict[str, Any]],
-    best: dict[str, Any] | None,
-) -> None:
-    """Record the sweep's outcome in its parent run (counts, one row per trial, the best
-    trial) and end it with ``status``."""
-    client = open_tracking_store(tracking_uri)
-    writer = RunWriter(client, Path(sweep_path) / UNWRITTEN_FILE)
-    tags = {
-        schema.TAG_TRIALS_TOTAL: str(counts["total"]),
-        schema.TAG_TRIALS_FINISHED: str(counts["finished"]),
-        schema.TAG_TRIALS_FAILED: str(counts["failed"]),
-        schema.TAG_TRIALS_KILLED: str(counts["killed"]),
-    }
-    metrics = []
-    if best:
-        tags[schema.TAG_BEST_TRIAL_ID] = best["trial_id"]
-        if best.get("run_id"):
-            tags[schema.TAG_BEST_RUN_ID] = best["run_id"]
-        metrics = [_metric(schema.PARENT_BEST_METRIC_PREFIX + k, v, 0) for k, v in best["metrics"].items()]
-        writer.write_json(parent_run_id, schema.ARTIFACT_SWEEP_BEST, best)
-    writer.write(parent_run_id, metrics=metrics, tags=tags)
-    columns: list[str] = []
-    for row in rows:
-        columns += [c for c in row if c not in columns]
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / Path(schema.ARTIFACT_SWEEP_RESULTS).name
-        with path.open("w", newline="") as f:
-            out = csv.DictWriter(f, fieldnames=columns)
-            out.writeheader()
-            out.writerows(rows)
-        with_retry(client.log_artifact, parent_run_id, str(path), str(Path(schema.ARTIFACT_SWEEP_RESULTS).parent))
-    writer.flush(final=True)
-    writer.terminate(parent_run_id, status)
-
-
-def end_orphaned_trial_runs(tracking_uri: str, sweep_name: str, experiment: str, *, sweep_path: str) -> list[str]:
-    """End the sweep's trial runs that are still RUNNING once ``tuner.fit()`` returned.
-
-    The writer ends every trial Tune ran (even an interrupted sweep's), so what is left was
-    started by an earlier driver that died without ending it (SIGKILL, a lost machine):
-    its trial was created after Tune's last saved state, and no ``--resume`` continues it.
-    They become KILLED (end reason "interrupted"); returns their run ids."""
-    from trainables.mlflow_store import sweep_runs
-
-    client = open_tracking_store(tracking_uri)
-    writer = RunWriter(client, Path(sweep_path) / UNWRITTEN_FILE)
-    orphans = [run.info.run_id for run in sweep_runs(client, sweep_name, experiment).trials
-               if run.info.status == schema.STATUS_RUNNING]
-    for run_id in orphans:
-        writer.write(run_id, tags={schema.TAG_END_REASON: schema.END_INTERRUPTED})
-        writer.terminate(run_id, schema.STATUS_KILLED)
-    writer.flush(final=True)
-    return orphans
-
 
 # ------------------------------------------------------------------------ trial runs
 
@@ -394,7 +246,7 @@ class MlflowTrialWriter(Callback):
             state.sessions.add(session.session)
             state.worker_starts += 1
             tags[schema.TAG_WORKER_STARTS] = str(state.worker_starts)
-            metrics.append(_metric(schema.WORKER_START_METRIC, session.start_step, session.start_step))
+            metrics.append(timed_metric(schema.WORKER_START_METRIC, session.start_step, session.start_step))
             if session.start_step > 0:
                 tags[schema.TAG_RESUMED_FROM_STEP] = str(session.start_step)
             tags[schema.TAG_DEVICE] = session.device
@@ -411,7 +263,7 @@ class MlflowTrialWriter(Callback):
         metrics += self._train_log(state, report)
         if report.final:
             if not state.final_logged:
-                metrics += [_metric(k, v, report.step) for k, v in report.metrics.items()]
+                metrics += [timed_metric(k, v, report.step) for k, v in report.metrics.items()]
                 self.queue.log_batch(state.run_id, metrics=metrics, tags=tags)
                 metrics, tags = [], {}
                 if report.checkpoint_path:
@@ -432,7 +284,7 @@ class MlflowTrialWriter(Callback):
                 continue
             for key, value in values.items():
                 name = key[len("train/"):] if key.startswith("train/") else key
-                metrics.append(_metric(schema.TRAIN_STEP_PREFIX + name, value, step))
+                metrics.append(timed_metric(schema.TRAIN_STEP_PREFIX + name, value, step))
             state.last_log_step = step
         return metrics
 
@@ -441,7 +293,7 @@ class MlflowTrialWriter(Callback):
         if report.step <= state.last_eval_step:
             return []
         state.last_eval_step = report.step
-        return [_metric(k, v, report.step) for k, v in report.metrics.items()]
+        return [timed_metric(k, v, report.step) for k, v in report.metrics.items()]
 
     def _trial_ended(self, trial, error: bool) -> None:
         state = self._run(trial)

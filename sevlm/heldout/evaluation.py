@@ -22,6 +22,7 @@ from sevlm.config import EvalConfig
 from sevlm.data import EvalPaintings, FeatureCache
 from sevlm.data.emoset import EMOSET_EMOTIONS, EmoSetSplit
 from sevlm.heldout import scoring
+from sevlm.training.evaluation import generate_explanations
 from sevlm.text import parse_generation
 
 # What a held-out evaluation reports (percent, except the count): the closed-set accuracy
@@ -79,22 +80,11 @@ def evaluate_on_emoset(
     if not truth:
         raise ValueError(f"no readable image in the EmoSet {split.name} split:\n{split.report.summary()}")
 
-    was_training = model.training
-    model.eval()
-    generator = torch.Generator(device=device).manual_seed(seed)
-    closed: dict[str, str] = {}
-    texts: dict[str, str] = {}
-    try:
-        for keys, feats in EvalPaintings(features, list(truth), batch_size):
-            feats = feats.to(device)
-            closed.update(zip(keys, scoring.closed_set_predictions(model, feats, EMOSET_EMOTIONS), strict=True))
-            generated = model.generate(
-                feats, max_new_tokens=eval_cfg.max_new_tokens, decoding=eval_cfg.decoding,
-                top_p=eval_cfg.top_p, temperature=eval_cfg.temperature, generator=generator,
-            )
-            texts.update((k, model.tokenizer.decode(ids)) for k, ids in zip(keys, generated, strict=True))
-    finally:
-        model.train(was_training)
+    generations = generate_explanations(
+        model, EvalPaintings(features, list(truth), batch_size), eval_cfg, device, seed,
+        closed_set=lambda feats: scoring.closed_set_predictions(model, feats, EMOSET_EMOTIONS),
+    )
+    closed, texts = generations.closed_set, generations.texts
 
     from_text = {k: scoring.generated_class(t, EMOSET_EMOTIONS) for k, t in texts.items()}
     metrics = {

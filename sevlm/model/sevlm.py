@@ -62,6 +62,7 @@ from sevlm.config import ModelConfig, validate
 from sevlm.emotions import EMOTIONS
 from sevlm.model.decoder import SEVLMDecoder, build_decoder
 from sevlm.model.emotion import VADEmotionModel
+from sevlm.model.generation import decode
 from sevlm.model.heads import ContrastiveHead, VADHead, contrastive_loss, emotion_loss, masked_mean
 from sevlm.text import IGNORE_INDEX, GeneratedTokenFeatures
 
@@ -325,12 +326,12 @@ class SEVLM(nn.Module):
             logits = self.decoder.lm_head(hidden[:, :-1]).float()
         finally:
             self.train(was_training)
-        logits[..., self._suppressed_ids()] = float("-inf")
+        logits[..., self.never_generated_ids()] = float("-inf")
         logp = torch.log_softmax(logits, dim=-1).gather(-1, per_image(ids)[:, 1:, None]).squeeze(-1)
         logp = torch.where(per_image(scored)[:, 1:], logp, torch.zeros((), device=device))
         return logp.sum(dim=1).view(bsz, n_emo)
 
-    def _suppressed_ids(self) -> list[int]:
+    def never_generated_ids(self) -> list[int]:
         tok = self.tokenizer
         return sorted({tok.pad_id, tok.prompt_segment_id, tok.explanation_segment_id})
 
@@ -391,69 +392,13 @@ class SEVLM(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            return self._generate(
-                image_features, prompt_ids, prompt_segs, max_new_tokens, decoding, top_p,
-                temperature, generator, use_cache, min_new_tokens,
+            return decode(
+                self, image_features, prompt_ids, prompt_segs, max_new_tokens=max_new_tokens, decoding=decoding,
+                top_p=top_p, temperature=temperature, generator=generator, use_cache=use_cache,
+                min_new_tokens=min_new_tokens,
             )
         finally:
             self.train(was_training)
-
-    def _generate(self, image_features, prompt_ids, prompt_segs, max_new_tokens, decoding,
-                  top_p, temperature, generator, use_cache, min_new_tokens):
-        tok = self.tokenizer
-        device = image_features.device
-        bsz = image_features.shape[0]
-        enc = self.decoder.project_image(image_features)
-        ids = torch.tensor(prompt_ids, device=device).unsqueeze(0).repeat(bsz, 1)
-        segs = torch.tensor(prompt_segs, device=device).unsqueeze(0).repeat(bsz, 1)
-        vad = torch.zeros(bsz, ids.shape[1], 3, device=device)
-        expl = torch.zeros(bsz, ids.shape[1], dtype=torch.bool, device=device)
-        suppress = torch.tensor(self._suppressed_ids(), device=device)
-        use_vad = self.vad_model is not None
-
-        features = GeneratedTokenFeatures(tok, self.vad_lexicon if use_vad else None, bsz, prompt_segs[-1])
-        outputs: list[list[int]] = [[] for _ in range(bsz)]
-        finished = torch.zeros(bsz, dtype=torch.bool, device=device)
-
-        embeds = self.embed(ids, vad, expl, segs)
-        hidden, past = self.decoder(embeds, segs, enc, use_cache=use_cache)
-        logits = self.decoder.lm_head(hidden[:, -1]).float()
-
-        for step in range(max_new_tokens):
-            logits[:, suppress] = float("-inf")
-            if step < min_new_tokens:
-                logits[:, tok.eos_id] = float("-inf")
-            if decoding == "greedy":
-                nxt = logits.argmax(dim=-1)
-            else:
-                nxt = _sample_top_p(logits / temperature, top_p, generator)
-            nxt = torch.where(finished, torch.full_like(nxt, tok.eos_id), nxt)
-            nxt_list = nxt.tolist()
-            for b, (t, done) in enumerate(zip(nxt_list, finished.tolist())):
-                if not done and t != tok.eos_id:
-                    outputs[b].append(t)
-            finished = finished | (nxt == tok.eos_id)
-            if bool(finished.all()) or step == max_new_tokens - 1:
-                break
-
-            new_seg, new_expl, new_vad = features.step(nxt_list)
-            seg_t = torch.tensor(new_seg, device=device).unsqueeze(1)
-            expl_t = torch.tensor(new_expl, dtype=torch.bool, device=device).unsqueeze(1)
-            vad_t = torch.tensor(new_vad, dtype=vad.dtype, device=device).unsqueeze(1)
-            ids = torch.cat([ids, nxt.unsqueeze(1)], dim=1)
-            segs = torch.cat([segs, seg_t], dim=1)
-            expl = torch.cat([expl, expl_t], dim=1)
-            vad = torch.cat([vad, vad_t], dim=1)
-
-            if use_cache:
-                new_embeds = self.embed(nxt.unsqueeze(1), vad, expl, segs, last_only=True)
-                hidden, past = self.decoder(new_embeds, seg_t, enc, past_key_values=past, use_cache=True)
-            else:
-                embeds = self.embed(ids, vad, expl, segs)
-                hidden, _ = self.decoder(embeds, segs, enc, use_cache=False)
-            logits = self.decoder.lm_head(hidden[:, -1]).float()
-        return outputs
-
 
 # ------------------------------------------------------------------------ helpers
 
@@ -470,17 +415,6 @@ def _language_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     )
     count = (shift_labels != IGNORE_INDEX).sum().clamp(min=1)
     return total / count
-
-
-def _sample_top_p(logits: torch.Tensor, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
-    """Nucleus sampling: keep the most probable tokens until their mass reaches ``top_p``
-    (the token that crosses it included), renormalise, sample. (B, V) -> (B,)."""
-    probs = torch.softmax(logits.float(), dim=-1)
-    sorted_p, sorted_idx = probs.sort(dim=-1, descending=True)
-    before = sorted_p.cumsum(dim=-1) - sorted_p  # mass of the strictly more probable tokens
-    sorted_p = sorted_p.masked_fill(before >= top_p, 0.0)
-    choice = torch.multinomial(sorted_p, 1, generator=generator)
-    return sorted_idx.gather(-1, choice).squeeze(-1)
 
 
 def _concat_sequences(seqs: list[dict], pad_id: int, pad_segment: int) -> dict:

@@ -8,6 +8,7 @@ A predictions CSV holds the per-painting values the paired significance tests us
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,9 +90,14 @@ class Generations:
 
 @torch.no_grad()
 def generate_explanations(
-    model, batches, eval_cfg: EvalConfig, device: torch.device, seed: int
+    model, batches, eval_cfg: EvalConfig, device: torch.device, seed: int,
+    closed_set: Callable[[torch.Tensor], list[str]] | None = None,
 ) -> Generations:
-    """One generation and one closed-set emotion per painting."""
+    """One generation and one closed-set emotion per painting. ``closed_set`` picks the
+    emotions of a batch of image features (default: the most likely ArtEmis emotion)."""
+    if closed_set is None:
+        closed_set = lambda features: [EMOTIONS[e] for e in  # noqa: E731
+                                       model.emotion_log_likelihoods(features).argmax(dim=1).tolist()]
     was_training = model.training
     model.eval()
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -108,10 +114,8 @@ def generate_explanations(
                 temperature=eval_cfg.temperature,
                 generator=generator,
             )
-            best = model.emotion_log_likelihoods(features).argmax(dim=1).tolist()
-            for pid, seq, e in zip(painting_ids, ids, best, strict=True):
-                texts[pid] = model.tokenizer.decode(seq)
-                closed[pid] = EMOTIONS[e]
+            texts.update((pid, model.tokenizer.decode(seq)) for pid, seq in zip(painting_ids, ids, strict=True))
+            closed.update(zip(painting_ids, closed_set(features), strict=True))
     finally:
         model.train(was_training)
     return Generations(texts, closed)
