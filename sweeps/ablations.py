@@ -38,7 +38,7 @@ from sweeps.summary import SweepOutcome
 from trainables import tracking_schema as schema
 
 # Fixed settings of the default sweep per preset (override with --set). The tiny preset is
-# sized for every variant at 3 seeds (36 trials) on a 2-core machine: see the README.
+# sized for the default grid (28 trials) on a 2-core machine: see the README.
 DEFAULT_OVERRIDES: dict[str, dict[str, object]] = {
     "tiny": {
         # 140 test paintings (about 110 with a dominant emotion: enough for paired tests),
