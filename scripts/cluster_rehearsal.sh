@@ -5,7 +5,7 @@
 # rehearsal; cluster.yaml is used as shipped except the addresses (the head is 127.0.0.1,
 # no workers), the ssh user and the key. Then: `ray up` (the head's setup, start and
 # MLflow commands as written), a short alpha search submitted with `ray exec`, a quick
-# ablation sweep submitted on the head with `ray job submit`, every trial of both checked
+# ablation sweep submitted detached with `ray exec --tmux`, every trial of both checked
 # through the MLflow server's REST API, `ray down`, and no Ray or MLflow process may be left.
 #
 # Everything runs in private network, process, mount and /tmp namespaces: `ray stop`
@@ -102,12 +102,36 @@ done
     --address auto --storage ~/rehearsal/ray_results --tracking-uri http://127.0.0.1:5000 \
     --num-trials 2 --concurrency 1 --name rehearsal --progress-interval 60 $sets" 2>&1 | tail -n 30 || status=1
 
-say "a quick ablation sweep, submitted on the head with ray job submit"
-"$ray" exec "$work/cluster.yaml" "RAY_AUTH_MODE=token ~/sevlm-sweeps/.venv/bin/ray job submit \
-    --address http://127.0.0.1:8265 -- ~/sevlm-sweeps/.venv/bin/python ~/sevlm-sweeps/sweeps/ablations.py \
+say "a quick ablation sweep, submitted with ray exec --tmux (the driver outlives the connection)"
+"$ray" exec --tmux "$work/cluster.yaml" "cd sevlm-sweeps && .venv/bin/python sweeps/ablations.py \
     --quick --variants baseline,full --seeds 1 --address auto --storage ~/rehearsal/ray_results \
-    --tracking-uri http://127.0.0.1:5000 --name rehearsal-ablations --progress-interval 60" 2>&1 | tail -n 25 \
+    --tracking-uri http://127.0.0.1:5000 --name rehearsal-ablations --progress-interval 60" 2>&1 | tail -n 5 \
     || status=1
+"$REPO/.venv/bin/python" - <<'EOF' || status=1
+import json, sys, time, urllib.parse, urllib.request
+from trainables import tracking_schema as schema
+
+base = "http://127.0.0.1:5000/api/2.0/mlflow"
+deadline = time.monotonic() + 600
+while time.monotonic() < deadline:
+    time.sleep(5)
+    try:
+        query = urllib.parse.urlencode({"experiment_name": schema.DEFAULT_EXPERIMENT})
+        with urllib.request.urlopen(f"{base}/experiments/get-by-name?{query}", timeout=30) as r:
+            exp_id = json.load(r)["experiment"]["experiment_id"]
+        body = json.dumps({"experiment_ids": [exp_id], "filter": schema.search_filter_parent("rehearsal-ablations"),
+                           "max_results": 5}).encode()
+        request = urllib.request.Request(f"{base}/runs/search", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as r:
+            parents = json.load(r).get("runs", [])
+    except OSError:
+        continue
+    if parents and parents[0]["info"]["status"] != "RUNNING":
+        print(f"  the detached sweep ended: {parents[0]['info']['status']}")
+        sys.exit(0)
+print("  the detached sweep did not end within 10 minutes")
+sys.exit(1)
+EOF
 
 say "every trial through the MLflow server's REST API"
 "$REPO/.venv/bin/python" - <<'EOF' || status=1

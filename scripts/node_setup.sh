@@ -12,13 +12,14 @@ die() { echo "node_setup.sh: $*" >&2; exit 1; }
 grep -qs '^name = "sevlm-sweeps"' "$REPO/pyproject.toml" || \
     die "$REPO is not the sevlm-sweeps project: run 'ray up cluster.yaml' from the project's folder"
 
-# System packages: python3.11 with venv/ensurepip, make, and a headless JRE (every
-# evaluation runs Java: pycocoevalcap's PTB tokenizer, METEOR or not).
+# System packages: python3.11 with venv/ensurepip, make, a headless JRE (every
+# evaluation runs Java: pycocoevalcap's PTB tokenizer, METEOR or not) and tmux.
 need=()
 command -v python3.11 >/dev/null || need+=(python3.11)
 python3.11 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3.11-venv)
 command -v make >/dev/null || need+=(make)
 command -v java >/dev/null || need+=(default-jre-headless)
+command -v tmux >/dev/null || need+=(tmux)  # `ray exec --tmux`: a driver that outlives the ssh session
 if ((${#need[@]})); then
     sudo=()
     [[ "$(id -u)" == 0 ]] || sudo=(sudo -n)
@@ -31,7 +32,7 @@ fi
 # For login shells (what `ray up`, `ray exec` and `ray down` run): the project's `ray`
 # first on PATH, because `ray down` runs a bare `ray stop`, which must find Ray and stop
 # the MLflow server too (scripts/bin/ray); and Ray's token authentication for every Ray
-# command and driver (`ray job submit` does not turn it on by itself).
+# command and driver.
 line="export PATH=\"$REPO/scripts/bin:\$PATH\" RAY_AUTH_MODE=token  # sevlm-sweeps"
 profile="$HOME/.profile"
 for f in "$HOME/.bash_profile" "$HOME/.bash_login"; do  # a login bash reads only the first of these

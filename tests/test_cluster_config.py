@@ -171,7 +171,7 @@ def _stub(folder: Path, name: str, body: str = "") -> None:
 # apt-get "installs" a package by putting a recording stub of its command on PATH.
 APT_BODY = """[ "$1" = install ] || exit 0
 for p in "$@"; do
-  case "$p" in make|python3.11) n=$p;; default-jre-headless) n=java;; *) continue;; esac
+  case "$p" in make|python3.11|tmux) n=$p;; default-jre-headless) n=java;; *) continue;; esac
   printf '#!/bin/bash\\necho %s "$@" >> %s/calls\\n' "$n" "$(dirname "$0")" > "$(dirname "$0")/$n"
   chmod +x "$(dirname "$0")/$n"
 done"""
@@ -200,10 +200,10 @@ def _setup_node(tmp_path: Path, tools: list[str]) -> tuple[subprocess.CompletedP
 
 
 def test_node_setup_installs_what_is_missing_and_is_idempotent(tmp_path):
-    done, calls, home = _setup_node(tmp_path, tools=["python3.11"])  # no make, no java
+    done, calls, home = _setup_node(tmp_path, tools=["python3.11"])  # no make, java or tmux
     assert done.returncode == 0, done.stderr
     install = [c.split() for c in calls if c.startswith("apt-get install")]
-    assert len(install) == 1 and {"make", "default-jre-headless"} <= set(install[0]), calls
+    assert len(install) == 1 and {"make", "default-jre-headless", "tmux"} <= set(install[0]), calls
     assert "python3.11" not in install[0]
     assert calls[-1] == f"make -C {REPO} install PYTHON=python3.11", calls  # the README's install
     profile = (home / ".profile").read_text()
