@@ -501,3 +501,20 @@ def test_variant_table_in_paper_order_with_every_reported_metric():
     header = next(line for line in lines if line[:3] == ["variant", "seed", "status"])
     assert header[3:] == ["acc", "bleu4", "new_metric"]  # sevlm's order, then what else the runs reported
     assert ["baseline", "2", "51", "±", "1.4"] == next(line for line in lines if line[:2] == ["baseline", "2"])[:5]
+
+
+def test_a_trial_starts_none_of_the_ray_train_actors_it_does_not_use(tmp_path, monkeypatch):
+    import os
+
+    from trainables.trial import TRAIN_ENV, TrialSettings, build_trainer
+
+    for key in TRAIN_ENV:  # absent again after the test
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
+    trainer = build_trainer({}, TrialSettings(sweep_name="s", storage_path=str(tmp_path)), "s_t0", in_tune=False)
+    names = {type(cb).__name__ for cb in trainer._create_default_callbacks()}
+    # no Ray Datasets manager, no placement-group cleaner (an actor each), no metrics callbacks
+    assert not names & {"DatasetsCallback", "PlacementGroupCleanerCallback", "ControllerMetricsCallback",
+                        "WorkerMetricsCallback"}, names
+    assert "BackendSetupCallback" in names
+    assert os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0"  # propagated to the controller

@@ -40,8 +40,8 @@ TRIAL_FN_CPUS = 0.1
 # Every validation metric sevlm reports is higher-is-better (the loop keeps the checkpoint
 # with the highest monitored value): Tune, ASHA, Optuna and Ray Train all get this mode.
 MODE = "max"
-# Ray Train settings for every trial, set in the Tune trial process (which builds the
-# trainer) and propagated by Ray Train to the controller and workers:
+# Ray Train settings for every trial, set where the trainer is built (the Tune trial
+# process) and propagated by Ray Train to the controller and workers:
 # - the controller checks its workers every 2 s by default, and a finished run waits for
 #   the next check: about 1.5 s of every trial. Every 0.5 s costs milliseconds of CPU;
 # - no preemption watcher (an actor per trial, polling for cloud spot-instance notices a
@@ -150,12 +150,14 @@ def build_trainer(overrides: Mapping[str, Any], settings: TrialSettings, run_nam
     """The Ray Train trainer of one trial (one worker; one GPU when ``settings.use_gpu``).
 
     A ``DataParallelTrainer`` (less two unused callbacks, :func:`_trainer_class`), not a
-    ``TorchTrainer``: one worker needs no torch
-    process group, and ``ray.train.torch`` would import torch into every trial's controller
-    (about 2.5 s per trial measured here, and the group's set-up on top). Ray still gives the
-    worker its GPU (``CUDA_VISIBLE_DEVICES``); the loop picks the device itself."""
+    ``TorchTrainer``: one worker needs no torch process group, and ``ray.train.torch`` would
+    import torch into every trial's controller (about 2.5 s per trial measured here, and the
+    group's set-up on top). Ray still gives the worker its GPU (``CUDA_VISIBLE_DEVICES``);
+    the loop picks the device itself."""
     import ray.train
 
+    for key, value in TRAIN_ENV.items():  # read here (metrics) and by the controller
+        os.environ.setdefault(key, value)
     if settings.use_gpu:
         resources = {"GPU": 1}
         if settings.cpus_per_worker:
@@ -215,8 +217,6 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any], to_overrides: Ca
 
     trial_settings = TrialSettings.from_dict(settings)
     run_name = schema.trial_run_name(trial_settings.sweep_name, tune.get_context().get_trial_id())
-    for key, value in TRAIN_ENV.items():
-        os.environ.setdefault(key, value)
     build_trainer(to_overrides(config), trial_settings, run_name).fit()
 
 
