@@ -48,3 +48,19 @@ def sweep_in_tmp(tmp_path, monkeypatch):
 
     if ray.is_initialized():
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The offline GPT-2 BPE (the tiny preset's tokenizer, all merges)."""
+    from sevlm.text import SEVLMTokenizer
+
+    return SEVLMTokenizer.offline()
+
+
+@pytest.fixture(scope="session")
+def lexicon():
+    """The Warriner VAD lexicon the data pipeline reads."""
+    from sevlm.vad import load_lexicon
+
+    return load_lexicon("warriner")

@@ -44,20 +44,6 @@ ENCODER_SEED = 0
 # ------------------------------------------------------------------------ fixtures
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    from sevlm.text import SEVLMTokenizer
-
-    return SEVLMTokenizer.offline()
-
-
-@pytest.fixture(scope="module")
-def lexicon():
-    from sevlm.vad import load_lexicon
-
-    return load_lexicon("warriner")
-
-
 def _tiny_encoder(seed: int = ENCODER_SEED):
     from sevlm.model.image_encoder import build_image_encoder
 

@@ -52,20 +52,6 @@ def _write(path: Path, rows: list, columns=V1_COLUMNS) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    from sevlm.text import SEVLMTokenizer
-
-    return SEVLMTokenizer.offline()
-
-
-@pytest.fixture(scope="module")
-def lexicon():
-    from sevlm.vad import load_lexicon
-
-    return load_lexicon("warriner")
-
-
-@pytest.fixture(scope="module")
 def encoder():
     from sevlm.model.image_encoder import build_image_encoder
 
