@@ -327,6 +327,12 @@ def _fit(spec: SweepSpec, args: argparse.Namespace, sweep: Sweep, device: str | 
     return EXIT_OK
 
 
+def _tune_limits_concurrency(search_alg) -> bool:
+    from ray.tune.search import Searcher
+
+    return search_alg is None or isinstance(search_alg, Searcher)
+
+
 def _tuner(spec: SweepSpec, trainable, experiment_id: str, parent_run_id: str, progress_interval: float):
     from ray import tune
 
@@ -341,14 +347,17 @@ def _tuner(spec: SweepSpec, trainable, experiment_id: str, parent_run_id: str, p
         trial_tags=plan.trial_tags,
     )
     progress = ProgressTable(spec.name, plan.total_trials(), plan.columns(), spec.metric, progress_interval)
+    search_alg = plan.search_alg(spec.metric, spec.concurrency)
     return tune.Tuner(
         trainable,
         param_space=plan.param_space(),
         tune_config=tune.TuneConfig(
-            search_alg=plan.search_alg(spec.metric, spec.concurrency),
+            search_alg=search_alg,
             scheduler=plan.scheduler(spec.metric),
             num_samples=plan.num_samples(),
-            max_concurrent_trials=spec.concurrency,
+            # Tune applies it to a Searcher (or its default generator); any other search
+            # algorithm holds the concurrency itself, and Tune would only warn.
+            max_concurrent_trials=spec.concurrency if _tune_limits_concurrency(search_alg) else None,
         ),
         run_config=tune.RunConfig(
             name=spec.name,

@@ -441,6 +441,31 @@ def test_nucleus_is_seeded_and_samples(trained):
     assert nocache == sample(0)
 
 
+def _reference_top_p(logits, top_p, generator):
+    """Nucleus sampling the textbook way: sort the whole vocabulary, torch.multinomial."""
+    sorted_p, sorted_idx = torch.softmax(logits.float(), dim=-1).sort(dim=-1, descending=True)
+    before = sorted_p.cumsum(dim=-1) - sorted_p
+    choice = torch.multinomial(sorted_p.masked_fill(before >= top_p, 0.0), 1, generator=generator)
+    return sorted_idx.gather(-1, choice).squeeze(-1)
+
+
+@pytest.mark.parametrize("scale", [8.0, 1.0, 0.01])  # peaked (nucleus in the candidates), flat (not)
+def test_nucleus_sampling_matches_multinomial_over_the_sorted_vocabulary(scale):
+    from sevlm.model.generation import NUCLEUS_CANDIDATES, sample_top_p
+
+    vocab = 4 * NUCLEUS_CANDIDATES
+    logits = torch.randn(32, vocab, generator=torch.Generator().manual_seed(3)) * scale
+    logits[:, :5] = float("-inf")  # suppressed tokens, as generation masks them
+    for top_p in (0.5, 0.9, 1.0):
+        ours, theirs = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+        for _ in range(5):
+            assert torch.equal(sample_top_p(logits, top_p, ours), _reference_top_p(logits, top_p, theirs))
+        assert torch.equal(ours.get_state(), theirs.get_state())  # the next draws are the same too
+    if scale == 0.01:  # a flat distribution: its nucleus is longer than the candidates
+        p = torch.softmax(logits, -1).topk(NUCLEUS_CANDIDATES, -1).values.sum(-1)
+        assert (p < 0.9).all()
+
+
 def test_generation_stops_rows_at_eos(tok):
     model = build(tok, **BASELINE).eval()
     eos = tok.eos_id

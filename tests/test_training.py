@@ -209,3 +209,68 @@ def test_loss_term_diagnostic_reports_every_enabled_term(tmp_path, data_root, ca
     assert main(args) == 0
     assert "|g lang|" in capsys.readouterr().out
     assert [set(s["terms"]) for s in json.loads(out.read_text())] == [{"language"}, {"language"}]
+
+
+def test_adamw_foreach_updates_match_the_per_parameter_loop(tmp_path, data_root):
+    """The run's AdamW uses the foreach implementation (faster on CPU); it must update every
+    parameter exactly as the per-parameter loop would, under the warm-up schedule."""
+    import copy
+
+    import torch
+
+    from sevlm.training.loop import _linear_schedule, build_context
+
+    cfg = small_config(data_root, tmp_path / "run")
+    ctx = build_context(cfg)
+    assert ctx.optimizer.defaults["foreach"] is True
+    models = {fe: copy.deepcopy(ctx.model) for fe in (False, True)}
+    optimizers = {fe: torch.optim.AdamW(m.parameter_groups(1e-2, 2e-2, 0.01), foreach=fe) for fe, m in models.items()}
+    schedules = {fe: torch.optim.lr_scheduler.LambdaLR(o, _linear_schedule(3, 10)) for fe, o in optimizers.items()}
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(6):
+        grads = [torch.randn(p.shape, generator=generator) for p in models[False].parameters()]
+        for fe, model in models.items():
+            for p, g in zip(model.parameters(), grads):
+                p.grad = g.clone()
+            optimizers[fe].step()
+            schedules[fe].step()
+    for a, b in zip(models[False].parameters(), models[True].parameters()):
+        assert torch.equal(a, b)
+
+
+# A short run in a fresh process (malloc's settings are per process): argv config JSON, mode.
+_RUN_WITH_MALLOC = r"""
+import json, sys
+from sevlm.config import from_json
+from sevlm.training import loop
+from sevlm.training.allocator import keep_freed_memory
+if sys.argv[2] == "default":
+    loop.keep_freed_memory = lambda: False
+result = loop.run_training(from_json(open(sys.argv[1]).read()))
+print(json.dumps({"applied": keep_freed_memory() if sys.argv[2] == "keep" else None,
+                  "metrics": result.final_metrics}))
+"""
+
+
+@pytest.mark.slow
+def test_keeping_freed_memory_in_malloc_changes_no_result(tmp_path, data_root):
+    import platform
+    import subprocess
+    import sys
+
+    from sevlm.config import to_json
+
+    outputs = {}
+    for mode in ("default", "keep"):
+        cfg = small_config(data_root, tmp_path / mode, **{"train.epochs": 1})
+        path = tmp_path / f"{mode}.json"
+        path.write_text(to_json(cfg))
+        done = subprocess.run([sys.executable, "-c", _RUN_WITH_MALLOC, str(path), mode], capture_output=True,
+                              text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        outputs[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert outputs["keep"]["applied"] is True
+    assert _strip_timing(outputs["keep"]["metrics"]) == _strip_timing(outputs["default"]["metrics"])
+    predictions = [(tmp_path / mode / "predictions" / "test.csv").read_text() for mode in ("default", "keep")]
+    assert predictions[0] == predictions[1]

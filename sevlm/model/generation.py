@@ -69,12 +69,27 @@ def decode(model, image_features: torch.Tensor, prompt_ids: list[int], prompt_se
     return outputs
 
 
+# Candidates ranked before falling back to sorting the whole vocabulary: a trained model's
+# nucleus is a few tokens, and sorting all of them was the largest cost of generation.
+NUCLEUS_CANDIDATES = 256
+
+
 def sample_top_p(logits: torch.Tensor, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
     """Nucleus sampling: keep the most probable tokens until their mass reaches ``top_p``
-    (the token that crosses it included), renormalise, sample. (B, V) -> (B,)."""
+    (the token that crosses it included), renormalise, sample. (B, V) -> (B,).
+
+    The same tokens, and the same generator state after, as ``torch.multinomial`` over the
+    whole sorted distribution (checked in the tests): multinomial draws one Exp(1) variate
+    per vocabulary entry and takes ``argmax(p / q)``, so the variates are drawn for the
+    whole vocabulary even when the nucleus lies within the first candidates."""
     probs = torch.softmax(logits.float(), dim=-1)
-    sorted_p, sorted_idx = probs.sort(dim=-1, descending=True)
-    before = sorted_p.cumsum(dim=-1) - sorted_p  # mass of the strictly more probable tokens
-    sorted_p = sorted_p.masked_fill(before >= top_p, 0.0)
-    choice = torch.multinomial(sorted_p, 1, generator=generator)
-    return sorted_idx.gather(-1, choice).squeeze(-1)
+    vocab = probs.shape[-1]
+    ranked_p, ranked_idx = probs.topk(min(NUCLEUS_CANDIDATES, vocab), dim=-1)
+    before = ranked_p.cumsum(dim=-1) - ranked_p  # mass of the strictly more probable tokens
+    if ranked_p.shape[-1] < vocab and not bool((before[:, -1] >= top_p).all()):
+        ranked_p, ranked_idx = probs.sort(dim=-1, descending=True)  # a nucleus may be longer
+        before = ranked_p.cumsum(dim=-1) - ranked_p
+    ranked_p = ranked_p.masked_fill(before >= top_p, 0.0)
+    exponential = torch.empty_like(probs).exponential_(1, generator=generator)[:, : ranked_p.shape[-1]]
+    choice = (ranked_p / exponential).argmax(dim=-1, keepdim=True)
+    return ranked_idx.gather(-1, choice).squeeze(-1)

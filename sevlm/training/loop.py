@@ -32,6 +32,7 @@ from sevlm.model import SEVLM, build_image_encoder
 from sevlm.model.weights import ensure_pretrained_available
 from sevlm.provenance import code_version
 from sevlm.text import SEVLMTokenizer
+from sevlm.training.allocator import keep_freed_memory
 from sevlm.training.callbacks import EvaluationEvent, RunResult, TrainingCallback
 from sevlm.training.checkpoint import (
     MODEL_FILE,
@@ -121,6 +122,7 @@ class RunContext:
 
 def build_context(cfg: ExperimentConfig) -> RunContext:
     ensure_pretrained_available(cfg.model)  # before any data work: fail fast, once
+    keep_freed_memory()
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.seed)
     tokenizer = SEVLMTokenizer.for_decoder(
@@ -143,8 +145,10 @@ def build_context(cfg: ExperimentConfig) -> RunContext:
     model = SEVLM.from_config(
         cfg.model, tokenizer, data.features.feature_dim, seed=cfg.seed, vad_lexicon=lexicon
     ).to(device)
+    # foreach: one call per parameter group instead of a Python loop over the parameters
+    # (on CUDA it is the default); the same updates on CPU, bit for bit (tested).
     optimizer = torch.optim.AdamW(
-        model.parameter_groups(cfg.train.lr_decoder, cfg.train.lr_vad, cfg.train.weight_decay)
+        model.parameter_groups(cfg.train.lr_decoder, cfg.train.lr_vad, cfg.train.weight_decay), foreach=True
     )
     steps_per_epoch = len(make_train_loader(data, batch_size=cfg.train.batch_size, seed=cfg.seed))
     total = cfg.train.epochs * steps_per_epoch
