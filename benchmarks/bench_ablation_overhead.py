@@ -90,7 +90,7 @@ def framework_only(work: Path, variants: list[str], seeds: int) -> None:
     subprocess.run([sys.executable, "-c", "import sevlm.training.loop, bench_ablation_overhead as b, sevlm.config as c; "
                     "b.stand_in(c.tiny().__class__(output_dir=%r))" % str(work / "direct")], env=env, check=True)
     direct = time.perf_counter() - start
-    wall, in_sweep = run_sweep(work, f"framework-{time.strftime('%Y%m%d-%H%M%S')}", variants, None, seeds, env)
+    wall, in_sweep, _ = run_sweep(work, f"framework-{time.strftime('%Y%m%d-%H%M%S')}", variants, None, seeds, env)
     later = in_sweep[1:] or in_sweep
     print(f"framework only ({len(in_sweep)} trials that train nothing, one at a time): "
           f"{sum(later) / len(later):.1f} s per trial after the first "
@@ -101,6 +101,7 @@ def framework_only(work: Path, variants: list[str], seeds: int) -> None:
 def trial_configs(work: Path, variants: list[str], steps: int | None):
     """The configurations the ablation sweep gives its trials (seed 0), in its order."""
     from sweeps.ablations import DEFAULT_OVERRIDES
+    from sweeps.spec import DEFAULT_METRIC
     from sweeps.strategies import Grid
     from trainables.trial import TrialSettings, trial_config
     from sevlm.variants import VARIANTS
@@ -114,7 +115,9 @@ def trial_configs(work: Path, variants: list[str], steps: int | None):
     if steps is not None:
         overrides["train.max_steps"] = steps
     grid = Grid(variants={v: VARIANTS[v] for v in variants}, seeds=[0])
-    settings = TrialSettings(sweep_name="direct", storage_path=str(work / "direct"), overrides=overrides)
+    # the sweep's metric picks the tested checkpoint, so both ways test the same one
+    settings = TrialSettings(sweep_name="direct", storage_path=str(work / "direct"), overrides=overrides,
+                             metric=DEFAULT_METRIC["tiny"])
     return [trial_config(settings, grid.trial_overrides({Grid.VARIANT_KEY: v, Grid.SEED_KEY: 0}), v) for v in variants]
 
 
@@ -132,9 +135,10 @@ def run_direct(cfg, work: Path) -> dict:
 
 
 def run_sweep(work: Path, name: str, variants: list[str], steps: int | None, seeds: int = 1,
-              env: dict[str, str] | None = None) -> tuple[float, list[float]]:
-    """Wall time of the sweep command, and each trial's time in it (sweep order)."""
+              env: dict[str, str] | None = None) -> tuple[float, list[float], list[float | None]]:
+    """Wall time of the sweep command, and each trial's time and test ACC in it (sweep order)."""
     from trainables import mlflow_store
+    from trainables import tracking_schema as schema
 
     cmd = [sys.executable, str(REPO / "sweeps" / "ablations.py"), "--name", name, "--variants", ",".join(variants),
            "--seeds", str(seeds), "--concurrency", "1", "--cpus-per-trial", "1", "--progress-interval", "600"]
@@ -149,11 +153,12 @@ def run_sweep(work: Path, name: str, variants: list[str], steps: int | None, see
         raise SystemExit(f"the sweep failed with exit code {done.returncode}")
     runs = mlflow_store.sweep_runs(f"sqlite:///{work / 'mlflow.db'}", name)
     previous = runs.parent.info.start_time
-    times = []
+    times, accs = [], []
     for run in sorted(runs.trials, key=lambda r: r.info.end_time):
         times.append((run.info.end_time - previous) / 1000)
+        accs.append(run.data.metrics.get(schema.TEST_PREFIX + "acc"))
         previous = run.info.end_time
-    return wall, times
+    return wall, times, accs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,20 +183,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"warm-up (synthetic data, feature cache, EA classifier): {time.perf_counter() - t:.1f} s")
 
     direct = [run_direct(cfg, work) for cfg in trial_configs(work, variants, args.steps)]
-    wall, in_sweep = run_sweep(work, f"overhead-{time.strftime('%Y%m%d-%H%M%S')}", variants, args.steps)
+    wall, in_sweep, sweep_accs = run_sweep(work, f"overhead-{time.strftime('%Y%m%d-%H%M%S')}", variants, args.steps)
 
     what = f"{args.steps} steps" if args.steps else "a whole default trial"
     print(f"\nper trial ({what}, one CPU), directly in a fresh process vs in the ablation sweep:")
     header = f"  {'variant':<22}{'direct':>8}{'sweep':>8}{'overhead':>18}   direct = start-up + set-up + training + evaluation + rest"
     print(header)
-    for name, d, s in zip(variants, direct, in_sweep):
+    for name, d, s, acc in zip(variants, direct, in_sweep, sweep_accs):
         evaluation = d.get("generation", 0) + d.get("metrics", 0)
         rest = d["run"] - d.get("setup", 0) - d.get("training", 0) - evaluation
         startup = d["wall"] - d["run"]
         print(f"  {name:<22}{d['wall']:7.1f}s{s:7.1f}s{s - d['wall']:+9.1f}s ({100 * (s - d['wall']) / d['wall']:+4.0f}%)"
               f"   {startup:.1f} + {d.get('setup', 0):.1f} + {d.get('training', 0):.1f} + {evaluation:.1f}"
               f" ({d.get('generation', 0):.1f} generation, {d.get('metrics', 0):.1f} metrics) + {rest:.1f}"
-              f"   test ACC {d.get('test_acc', float('nan')):.1f}")
+              f"   test ACC {d.get('test_acc', float('nan')):.2f} directly, {acc or float('nan'):.2f} in the sweep"
+              f" ({'same' if acc == d.get('test_acc') else 'DIFFERENT'})")
     later = [s - d["wall"] for d, s in zip(direct[1:], in_sweep[1:])]
     if later:
         mean = sum(later) / len(later)

@@ -42,10 +42,10 @@ from trainables import tracking_schema as schema
 DEFAULT_OVERRIDES: dict[str, dict[str, object]] = {
     "tiny": {
         # 140 test paintings (about 110 with a dominant emotion: enough for paired tests),
-        # 40 for validation, 220 to train on for 6 epochs.
+        # 40 for validation, 220 to train on for 5 epochs.
         "data.synthetic_paintings": 400,
         "data.split_fractions": [0.55, 0.1, 0.35],
-        "train.epochs": 6,
+        "train.epochs": 5,
         "eval.use_meteor": False,  # a JVM start per evaluation; --set eval.use_meteor=true
     },
     "paper": {},
