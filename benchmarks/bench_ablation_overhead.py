@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<22}{d['wall']:7.1f}s{s:7.1f}s{s - d['wall']:+9.1f}s ({100 * (s - d['wall']) / d['wall']:+4.0f}%)"
               f"   {startup:.1f} + {d.get('setup', 0):.1f} + {d.get('training', 0):.1f} + {evaluation:.1f}"
               f" ({d.get('generation', 0):.1f} generation, {d.get('metrics', 0):.1f} metrics) + {rest:.1f}"
-              f"   test ACC {d.get('test_acc', float('nan')):.2f} directly, {acc or float('nan'):.2f} in the sweep"
+              f"   test ACC {d.get('test_acc', float('nan')):.2f} directly, {float('nan') if acc is None else acc:.2f} in the sweep"
               f" ({'same' if acc == d.get('test_acc') else 'DIFFERENT'})")
     later = [s - d["wall"] for d, s in zip(direct[1:], in_sweep[1:])]
     if later:
