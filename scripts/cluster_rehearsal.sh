@@ -1,34 +1,53 @@
 #!/usr/bin/env bash
-# The real `ray up cluster.yaml` against this machine (`make cluster-rehearsal`; root).
+# A two-machine cluster rehearsed on this machine (`make cluster-rehearsal`; root):
+# the real `ray up cluster.yaml` with a head and a worker, sweeps on them, `ray down`.
 #
-# An ssh server from Debian's packages listens on 127.0.0.1 only, with a key made for the
-# rehearsal; cluster.yaml is used as shipped except the addresses (the head is 127.0.0.1,
-# no workers), the ssh user and the key. Then: `ray up` (the head's setup, start and
-# MLflow commands as written), a short alpha search submitted with `ray exec`, a quick
-# ablation sweep submitted detached with `ray exec --tmux`, every trial of both checked
-# through the MLflow server's REST API, `ray down`, and no Ray or MLflow process may be left.
+# Each node is a machine of its own as far as Ray can tell: its own network namespace
+# (a veth pair on a bridge, addresses 10.10.0.0/24 that exist inside these namespaces
+# only, never on the machine's own network), its own process namespace (`ray stop` on one
+# node cannot see the other's processes), its own root filesystem (a copy-on-write view of
+# this machine's, with a private /tmp, /dev/shm, /run and home, and the checkout hidden)
+# and its own sshd. They share one folder, bind-mounted at /shared on both: the cluster's
+# NFS in cluster.yaml. The machine that runs `ray up` (this script) is a third namespace
+# on the same bridge, with a home of its own.
 #
-# Everything runs in private network, process, mount and /tmp namespaces: `ray stop`
-# (which `ray up` and `ray down` run) ends every Ray process it can see, and must not see
-# other Ray sessions on this machine; ports 22, 5000 and 6379 are the namespace's own.
-# root's home directory is a temporary folder there (a private /etc/passwd), so nothing
-# is written to the real home. The machine keeps only the two Debian packages.
+# cluster.yaml is used as shipped except the addresses, the ssh user and the key. The
+# rehearsal then shows, and fails when it does not:
+#   - a sweep submitted with `ray exec --tmux` right after `ray up` waits for the worker,
+#     runs every trial there (each trial's MLflow run names its node) and none on the head;
+#   - every trial has its test metrics and its artifacts in MLflow (the driver reads them
+#     from the shared folder: it cannot see the worker's disk), the worker's scratch
+#     folders are gone, and the feature cache and the EA classifier were built once, in
+#     the shared folder, not in either node's copy of the project;
+#   - the shared folder's marker and the token (mode 0600 on both nodes);
+#   - a machine without the token can neither join nor run work;
+#   - a trial on a node that advertises a GPU without CUDA, and one that reads a path only
+#     the head has, fail at once with the node named;
+#   - what listens on each node is what the README's port table says;
+#   - `ray job submit` through `ray dashboard cluster.yaml`'s tunnel runs a quick sweep;
+#   - after `ray down`, no Ray, MLflow or sshd process is left on either node.
 #
-# The head's `make install` would build a second 2.3 GB virtualenv without network: the
-# copy's .venv is a link to this checkout's (installed first by the Makefile target).
+# The nodes' Python environment is a copy-on-write view of this checkout's .venv (the
+# nodes have no network to build theirs): `make install` on a node finds it up to date,
+# and its editable install points at the node's own copy of the project (~/sevlm-sweeps).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SELF="$REPO/scripts/cluster_rehearsal.sh"
 die() { echo "cluster_rehearsal: $*" >&2; exit 1; }
 say() { echo "== $*"; }
+SUBNET=10.10.0
+declare -A NODE_IP=([head]=$SUBNET.1 [worker]=$SUBNET.2)
+CLIENT_IP=$SUBNET.254
 
-if [[ "${1:-}" != "--inside" ]]; then
-    [[ "$(id -u)" == 0 ]] || die "needs root (namespaces, an ssh server)"
-    # The head's `make install` must find the linked .venv up to date: run from the copy it
-    # would point this checkout's editable install at the temporary copy.
+# ------------------------------------------------------------- on this machine, as root
+if [[ "${1:-}" != --inside && "${1:-}" != --node ]]; then
+    [[ "$(id -u)" == 0 ]] || die "needs root (namespaces, mounts, ssh servers)"
     make -q -C "$REPO" install || die "run 'make install' first (or 'make cluster-rehearsal')"
     missing=()
     [[ -x /usr/sbin/sshd ]] || missing+=(openssh-server)
     command -v rsync >/dev/null || missing+=(rsync)
+    command -v ip >/dev/null || missing+=(iproute2)
+    command -v tmux >/dev/null || missing+=(tmux)
     if ((${#missing[@]})); then
         say "installing ${missing[*]}"
         apt-get install -y -qq "${missing[@]}" >/dev/null || { apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; }
@@ -36,143 +55,211 @@ if [[ "${1:-}" != "--inside" ]]; then
     work="$(mktemp -d /var/tmp/sevlm-rehearsal.XXXXXX)"
     trap 'rm -rf "$work"' EXIT
     set +e
-    unshare --pid --net --mount --fork --mount-proc bash "${BASH_SOURCE[0]}" --inside "$work"
+    unshare --pid --net --mount --uts --fork --kill-child --mount-proc bash "$SELF" --inside "$work"
     rc=$?
     set -e
     [[ $rc == 0 ]] && echo "REHEARSAL PASSED" || echo "REHEARSAL FAILED (exit $rc)"
     exit $rc
 fi
 
-# ---------------------------------------------------------------- inside the namespaces
+# ------------------------------------------------------------- a node: its init process
+if [[ "$1" == --node ]]; then
+    name="$2" root="$3"
+    hostname "rehearsal-$name"
+    mount -t proc proc "$root/proc"
+    mount --rbind /sys "$root/sys"
+    mount --rbind /dev "$root/dev"
+    mount -t tmpfs tmpfs "$root/dev/shm"
+    # The node's init: starts its sshd, then reaps what its processes leave behind.
+    exec chroot "$root" /bin/bash -c '/usr/sbin/sshd -f /etc/ssh/rehearsal_sshd_config -E /var/log/rehearsal_sshd.log
+        trap "exit 0" TERM; while :; do sleep 1 & wait $!; done'
+fi
+
+# ------------------------------------------------------------- inside: the client machine
 work="$2"
 start=$SECONDS
+status=0
+check() { "$@" || { status=1; echo "  FAILED: $*"; }; }
+hostname rehearsal-client
 ip link set lo up
-mount -t tmpfs tmpfs /tmp  # Ray's /tmp/ray, the launcher's cluster state
-home="$work/home"
-mkdir -p "$home/.ssh" "$work/client"
-sed -E "s#^(root:[^:]*:0:0:[^:]*:)[^:]*:#\1$home:#" /etc/passwd >"$work/passwd"
+mount --make-rprivate /
+# A checkout under /tmp stays visible at its own path under this namespace's private /tmp.
+mkdir -p "$work/repo"
+mount --bind "$REPO" "$work/repo"
+mount -t tmpfs tmpfs /tmp  # the launcher's state (/tmp/ray), ssh control sockets
+mkdir -p "$REPO"
+mount --bind "$work/repo" "$REPO"
+mkdir -p /run/netns && mount -t tmpfs tmpfs /run/netns
+ns="$work/ns"
+mkdir -p "$ns" "$work/shared" "$work/client/.ssh" && mount -t tmpfs tmpfs "$ns"
+# ssh reads the home directory from the password database: the client's is its own.
+sed -E "s#^(root:[^:]*:0:0:[^:]*:)[^:]*:#\1$work/client:#" /etc/passwd >"$work/passwd"
 mount --bind "$work/passwd" /etc/passwd
+export HOME="$work/client" RAY_USAGE_STATS_ENABLED=0
+ssh-keygen -q -t ed25519 -N '' -C rehearsal -f "$work/client/.ssh/id_rehearsal"
+PY="$REPO/.venv/bin/python"
+RAY="$REPO/.venv/bin/ray"
+CHECKS=("$PY" "$REPO/scripts/rehearsal_checks.py")
 
-say "ssh server on 127.0.0.1:22 with a test key"
-ssh-keygen -q -t ed25519 -N '' -C rehearsal -f "$work/id_test"
-ssh-keygen -q -t ed25519 -N '' -f "$work/host_key"
-cp "$work/id_test.pub" "$home/.ssh/authorized_keys"
-chmod 700 "$home/.ssh" && chmod 600 "$home/.ssh/authorized_keys"
-mkdir -p /run/sshd
-cat >"$work/sshd_config" <<EOF
-ListenAddress 127.0.0.1
+ip link add br0 type bridge
+ip addr add "$CLIENT_IP/24" dev br0
+ip link set br0 up
+site_packages="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+
+declare -A NODE_PID
+for name in head worker; do
+    say "node $name at ${NODE_IP[$name]}: its own network, processes, filesystem and sshd"
+    root="$ns/$name/root"
+    mkdir -p "$ns/$name"/{upper,work,root,venv-upper,venv-work}
+    mount -t overlay overlay -o "lowerdir=/,upperdir=$ns/$name/upper,workdir=$ns/$name/work" "$root"
+    mount -t tmpfs tmpfs "$root/tmp"           # before the checkout's view: it may be under /tmp
+    mount -t tmpfs tmpfs "$root/run"
+    mkdir -p "$root/run/sshd"
+    mount -t tmpfs tmpfs "$root$work"          # the rehearsal's files, the other node's included
+    mount -t tmpfs tmpfs "$root$REPO"          # the checkout: a node has only its ray up copy
+    mkdir -p "$root$REPO/.venv"
+    mount -t overlay overlay -o "lowerdir=$REPO/.venv,upperdir=$ns/$name/venv-upper,workdir=$ns/$name/venv-work" \
+        "$root$REPO/.venv"
+    sed -i "s#'$REPO/#'/root/sevlm-sweeps/#g" "$root$site_packages"/__editable___*_finder.py
+    rm -rf "$root/root/.ray" "$root/root/.ssh" "$root/root/sevlm-sweeps" "$root/root/.cache/sevlm-sweeps"
+    mkdir -p "$root/root/.ssh" "$root/root/sevlm-sweeps" "$root/shared"
+    ln -s "$REPO/.venv" "$root/root/sevlm-sweeps/.venv"
+    mount --bind "$work/shared" "$root/shared"
+    cp "$work/client/.ssh/id_rehearsal.pub" "$root/root/.ssh/authorized_keys"
+    ssh-keygen -q -t ed25519 -N '' -f "$root/etc/ssh/rehearsal_host_key"
+    cat >"$root/etc/ssh/rehearsal_sshd_config" <<EOF
+ListenAddress ${NODE_IP[$name]}
 Port 22
-HostKey $work/host_key
-PidFile $work/sshd.pid
+HostKey /etc/ssh/rehearsal_host_key
+PidFile /run/rehearsal_sshd.pid
 PermitRootLogin prohibit-password
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
 StrictModes no
 EOF
-/usr/sbin/sshd -f "$work/sshd_config" -E "$work/sshd.log"
-
-say "cluster.yaml with loopback addresses"
-"$REPO/.venv/bin/python" - "$REPO/cluster.yaml" "$work/cluster.yaml" "$work/id_test" <<'EOF'
-import sys, yaml
-config = yaml.safe_load(open(sys.argv[1]))
-config["provider"].update(head_ip="127.0.0.1", worker_ips=[])
-config["min_workers"] = config["max_workers"] = 0
-config["auth"] = {"ssh_user": "root", "ssh_private_key": sys.argv[3]}
-yaml.safe_dump(config, open(sys.argv[2], "w"), sort_keys=False)
-EOF
-mkdir -p "$home/sevlm-sweeps"
-ln -s "$REPO/.venv" "$home/sevlm-sweeps/.venv"
-
-export HOME="$work/client" RAY_USAGE_STATS_ENABLED=0
-ray="$REPO/.venv/bin/ray"
-cd "$REPO"  # file_mounts: "." is the project
-status=0
-say "ray up"
-"$ray" up -y --no-config-cache "$work/cluster.yaml" 2>&1 | tail -n 25 || status=1
-[[ -s "$home/.ray/auth_token" ]] || { echo "no Ray auth token on the head"; status=1; }
-
-say "a short alpha search, submitted with ray exec"
-sets=""
-for kv in data.synthetic_paintings=40 eval.max_eval_paintings=6 eval.use_meteor=false eval.max_new_tokens=8 \
-          train.batch_size=4 train.log_every_steps=1 train.eval_every_steps=2 train.warmup_steps=0 train.max_steps=4; do
-    sets+=" --set $kv"
+    ip netns add "$name"
+    ip link add "v-$name" type veth peer name eth0 netns "$name"
+    ip link set "v-$name" master br0 up
+    ip -n "$name" link set lo up
+    ip -n "$name" addr add "${NODE_IP[$name]}/24" dev eth0
+    ip -n "$name" link set eth0 up
+    ip -n "$name" route add default via "$CLIENT_IP"
+    ip netns exec "$name" unshare --pid --uts --mount --fork --kill-child bash "$SELF" --node "$name" "$root" &
+    NODE_PID[$name]=$!
 done
-"$ray" exec "$work/cluster.yaml" "cd sevlm-sweeps && .venv/bin/python sweeps/alpha_search.py \
-    --address auto --storage ~/rehearsal/ray_results --tracking-uri http://127.0.0.1:5000 \
-    --num-trials 2 --concurrency 1 --name rehearsal --progress-interval 60 $sets" 2>&1 | tail -n 30 || status=1
+for name in head worker; do
+    for _ in $(seq 50); do ip netns exec "$name" ss -ltn | grep -q ":22 " && break; sleep 0.2; done
+done
+node_procs() {  # the processes of a node, its init and the init's sleep aside
+    ip netns pids "$1" | while read -r pid; do
+        args="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
+        [[ -z "$args" || "$args" == "/bin/bash -c /usr/sbin/sshd"* || "$args" == "sleep 1 " \
+           || "$args" == "unshare "* || "$args" == "bash $SELF --node"* ]] || echo "$pid $args"
+    done
+}
 
-say "a quick ablation sweep, submitted with ray exec --tmux (the driver outlives the connection)"
-"$ray" exec --tmux "$work/cluster.yaml" "cd sevlm-sweeps && .venv/bin/python sweeps/ablations.py \
-    --quick --variants baseline,full --seeds 1 --address auto --storage ~/rehearsal/ray_results \
-    --tracking-uri http://127.0.0.1:5000 --name rehearsal-ablations --progress-interval 60" 2>&1 | tail -n 5 \
-    || status=1
-"$REPO/.venv/bin/python" - <<'EOF' || status=1
-import json, sys, time, urllib.parse, urllib.request
-from trainables import tracking_schema as schema
-
-base = "http://127.0.0.1:5000/api/2.0/mlflow"
-deadline = time.monotonic() + 600
-while time.monotonic() < deadline:
-    time.sleep(5)
-    try:
-        query = urllib.parse.urlencode({"experiment_name": schema.DEFAULT_EXPERIMENT})
-        with urllib.request.urlopen(f"{base}/experiments/get-by-name?{query}", timeout=30) as r:
-            exp_id = json.load(r)["experiment"]["experiment_id"]
-        body = json.dumps({"experiment_ids": [exp_id], "filter": schema.search_filter_parent("rehearsal-ablations"),
-                           "max_results": 5}).encode()
-        request = urllib.request.Request(f"{base}/runs/search", data=body, headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as r:
-            parents = json.load(r).get("runs", [])
-    except OSError:
-        continue
-    if parents and parents[0]["info"]["status"] != "RUNNING":
-        print(f"  the detached sweep ended: {parents[0]['info']['status']}")
-        sys.exit(0)
-print("  the detached sweep did not end within 10 minutes")
-sys.exit(1)
+say "cluster.yaml with the rehearsal's addresses, ssh user and key"
+"$PY" - "$REPO/cluster.yaml" "$work/cluster.yaml" "$work/client/.ssh/id_rehearsal" "${NODE_IP[head]}" "${NODE_IP[worker]}" <<'EOF'
+import sys, yaml
+src, dst, key, head, worker = sys.argv[1:]
+config = yaml.safe_load(open(src))
+config["provider"].update(head_ip=head, worker_ips=[worker])
+config["min_workers"] = config["max_workers"] = 1
+config["auth"] = {"ssh_user": "root", "ssh_private_key": key}
+yaml.safe_dump(config, open(dst, "w"), sort_keys=False)
 EOF
+cd "$REPO"  # file_mounts: "." is the project
 
-say "every trial through the MLflow server's REST API"
-"$REPO/.venv/bin/python" - <<'EOF' || status=1
-import json, sys, urllib.parse, urllib.request
-from trainables import tracking_schema as schema
+say "ray up"
+t0=$SECONDS
+"$RAY" up -y --no-config-cache "$work/cluster.yaml" >"$work/ray_up.log" 2>&1 || { tail -n 40 "$work/ray_up.log"; die "ray up failed"; }
+echo "  ray up returned after $((SECONDS - t0)) s"
 
-base = "http://127.0.0.1:5000/api/2.0/mlflow"
-query = urllib.parse.urlencode({"experiment_name": schema.DEFAULT_EXPERIMENT})
-with urllib.request.urlopen(f"{base}/experiments/get-by-name?{query}", timeout=30) as r:
-    exp_id = json.load(r)["experiment"]["experiment_id"]
-role = lambda run: {t["key"]: t["value"] for t in run["data"].get("tags", [])}.get(schema.TAG_ROLE)
-ok = True
-for sweep in ("rehearsal", "rehearsal-ablations"):  # two trials each
-    body = json.dumps({"experiment_ids": [exp_id], "filter": schema.search_filter_sweep(sweep),
-                       "max_results": 100}).encode()
-    request = urllib.request.Request(f"{base}/runs/search", data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as r:
-        runs = json.load(r).get("runs", [])
-    trials = [r for r in runs if role(r) == schema.ROLE_TRIAL]
-    for run in trials:
-        metrics = {m["key"] for m in run["data"].get("metrics", [])}
-        print(f"  {run['info']['run_name']}: {run['info']['status']}, {len(metrics)} metrics, "
-              f"test metrics: {any(k.startswith(schema.TEST_PREFIX) for k in metrics)}")
-    complete = len(trials) == 2 and all(r["info"]["status"] == "FINISHED" for r in trials) \
-        and len([r for r in runs if role(r) == schema.ROLE_PARENT]) == 1
-    print(f"  {sweep}: {len(trials)} trial runs and their parent: {'ok' if complete else 'MISSING'}")
-    ok = ok and complete
-sys.exit(0 if ok else 1)
-EOF
+STORAGE=/shared/sevlm/ray_results
+MLFLOW=http://127.0.0.1:5000
+say "a quick ablation sweep, submitted with ray exec --tmux as soon as ray up returns"
+"$RAY" exec --tmux "$work/cluster.yaml" "cd sevlm-sweeps && .venv/bin/python sweeps/ablations.py \
+    --quick --variants baseline,full --seeds 1 --address auto --storage $STORAGE --tracking-uri $MLFLOW \
+    --name rehearsal-ablations --gpu off --progress-interval 30 > ~/rehearsal-ablations.log 2>&1" >/dev/null
+on_head() { ip netns exec head "$@"; }
+check on_head "${CHECKS[@]}" wait-sweep rehearsal-ablations --timeout 420
+echo "  the driver's output (on the head):"
+sed 's/^/    | /' "$ns/head/root/root/rehearsal-ablations.log" | grep -v '^    | *$' | head -n 40
+check "${CHECKS[@]}" sweep-log "$ns/head/root/root/rehearsal-ablations.log" --waited
+check on_head "${CHECKS[@]}" trials rehearsal-ablations --count 2 --node "${NODE_IP[worker]}"
+check "${CHECKS[@]}" shared-caches "$work/shared/sevlm/ray_results" \
+    "$ns/head/root/root/sevlm-sweeps" "$ns/worker/root/root/sevlm-sweeps" \
+    --scratch "$ns/worker/root/root/.cache/sevlm-sweeps/trials/rehearsal-ablations"
+
+say "the shared folder's marker and the token on each node"
+check "${CHECKS[@]}" token-and-marker "$work/shared/sevlm" "$ns/head/root/root/.ray/auth_token" \
+    "$ns/worker/root/root/.ray/auth_token"
+
+say "a machine without the token (this one, ${CLIENT_IP}) can neither join nor run work"
+check unshare --pid --fork --mount-proc env -u RAY_AUTH_MODE -u RAY_AUTH_TOKEN -u RAY_AUTH_TOKEN_PATH \
+    "${CHECKS[@]}" no-token "${NODE_IP[head]}:6379"
+
+say "trials that this worker cannot run fail at once, with the node named"
+"$PY" -m sevlm.data.synthetic_emoset "$ns/head/root/root/emoset-on-head-only" --images-per-emotion 2 >/dev/null
+quick_sets="--set data.synthetic_paintings=40 --set eval.max_eval_paintings=4 --set eval.use_meteor=false \
+--set eval.max_new_tokens=6 --set train.batch_size=4 --set train.max_steps=2 --set train.eval_every_steps=2"
+"$RAY" exec "$work/cluster.yaml" "cd sevlm-sweeps && .venv/bin/python sweeps/alpha_search.py --num-trials 1 \
+    --address auto --storage $STORAGE --tracking-uri $MLFLOW --name rehearsal-no-cuda --gpu auto $quick_sets" \
+    >"$work/no-cuda.log" 2>&1 || true
+check "${CHECKS[@]}" failed-at-once "$work/no-cuda.log" --node "${NODE_IP[worker]}" --cause "cannot use CUDA"
+"$RAY" exec "$work/cluster.yaml" "cd sevlm-sweeps && .venv/bin/python sweeps/alpha_search.py --num-trials 1 \
+    --address auto --storage $STORAGE --tracking-uri $MLFLOW --name rehearsal-head-only-path --gpu off \
+    --heldout emoset:/root/emoset-on-head-only $quick_sets" >"$work/head-only.log" 2>&1 || true
+check "${CHECKS[@]}" failed-at-once "$work/head-only.log" --node "${NODE_IP[worker]}" \
+    --cause "--heldout = /root/emoset-on-head-only"
+
+say "what listens on each node (ss -ltnp), against the README's port table"
+for name in head worker; do
+    ip netns exec "$name" ss -ltnpH >"$work/ports-$name.txt"
+done
+check "${CHECKS[@]}" ports "$REPO/README.md" head="$work/ports-head.txt" worker="$work/ports-worker.txt" \
+    --head-ip "${NODE_IP[head]}" --worker-ip "${NODE_IP[worker]}"
+
+say "ray job submit through ray dashboard's tunnel"
+setsid "$RAY" dashboard "$work/cluster.yaml" >"$work/dashboard.log" 2>&1 &
+tunnel=$!  # its own process group: the ssh it starts goes with it
+for _ in $(seq 60); do "$PY" -c "import urllib.request as u; u.urlopen('http://127.0.0.1:8265', timeout=2)" 2>/dev/null && break; sleep 1; done
+"$RAY" rsync-down "$work/cluster.yaml" "~/.ray/auth_token" "$work/client/head_token" >/dev/null 2>&1
+t0=$SECONDS
+RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$work/client/head_token" "$RAY" job submit --address http://127.0.0.1:8265 \
+    -- bash -lc "cd ~/sevlm-sweeps && .venv/bin/python sweeps/ablations.py --quick --variants baseline --seeds 1 \
+    --address auto --storage $STORAGE --tracking-uri $MLFLOW --name rehearsal-job --gpu off" \
+    >"$work/job.log" 2>&1 || { status=1; echo "  FAILED: ray job submit"; }
+echo "  the job took $((SECONDS - t0)) s; its last lines:"
+grep -v '^\s*$' "$work/job.log" | tail -n 4 | sed 's/^/    | /'
+check grep -q "Job 'raysubmit_.*' succeeded" "$work/job.log"
+check on_head "${CHECKS[@]}" trials rehearsal-job --count 1 --node "${NODE_IP[worker]}"
+kill -- "-$tunnel" 2>/dev/null || true
 
 say "ray down"
-"$ray" down -y "$work/cluster.yaml" 2>&1 | tail -n 5 || status=1
+"$RAY" down -y "$work/cluster.yaml" >"$work/ray_down.log" 2>&1 || { status=1; tail -n 20 "$work/ray_down.log"; }
 sleep 3
-left="$(ps -eo pid,args | grep -E 'raylet|gcs_server|ray::|dashboard|mlflow|uvicorn|default_worker|log_monitor' | grep -v grep || true)"
-if [[ -n "$left" ]]; then
-    echo "left behind after ray down:"; echo "$left"; status=1
-else
-    echo "  no Ray or MLflow process left"
-fi
-[[ ! -e "$home/sevlm-mlflow/mlflow.pid" ]] || { echo "MLflow pidfile still there"; status=1; }
-
-kill "$(cat "$work/sshd.pid")" 2>/dev/null || true
+for name in head worker; do  # the rehearsal's own sshd: the one daemon it started there
+    for pid in $(ip netns pids "$name"); do
+        [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == sshd ]] && kill "$pid" 2>/dev/null || true
+    done
+done
+sleep 1
+for name in head worker; do
+    left="$(node_procs "$name")"
+    ours="$(grep -E 'ray|gcs_server|mlflow|uvicorn|gunicorn|sshd|default_worker' <<<"$left" | grep -v '^[0-9]* tmux ' || true)"
+    if [[ -n "$ours" ]]; then
+        echo "  FAILED: left behind on $name after ray down:"; echo "$ours" | sed 's/^/    /'; status=1
+    else
+        echo "  $name: no Ray, MLflow or sshd process left"
+    fi
+    others="$(grep -v -F -x -f <(printf '%s\n' "$ours") <<<"$left" | grep -v '^$' || true)"
+    if [[ -n "$others" ]]; then
+        echo "  also left on $name (ray exec --tmux keeps its tmux session and shell; ray down does not end it):"
+        echo "$others" | cut -c1-100 | sed 's/^/    /'
+    fi
+done
+for name in head worker; do kill "${NODE_PID[$name]}" 2>/dev/null || true; done
 echo "rehearsal took $((SECONDS - start)) s"
 exit $status

@@ -328,3 +328,23 @@ def validate(cfg: ExperimentConfig | ModelConfig) -> None:
             f"model.emotion_encoder_layers must stay within {low}..{high} "
             f"(got {model.emotion_encoder_layers})"
         )
+
+
+def input_paths(cfg: ExperimentConfig) -> dict[str, str]:
+    """The files and folders a run reads and does not make itself, by configuration key:
+    what must exist on the machine that trains (a cluster node checks them before it
+    starts). Pretrained weights are named only when given as a local path; a hub name is
+    ``sevlm.model.weights``' concern."""
+    data = cfg.data
+    paths: dict[str, str | None] = {}
+    if data.dataset in ("artemis_v1", "artemis_v2"):
+        paths["data.artemis_csv"] = data.artemis_csv
+        paths["data.image_dir"] = data.image_dir
+    if data.dataset == "artemis_v2":
+        paths["data.contrastive_csv"] = data.contrastive_csv
+    paths["vad.path"] = cfg.vad.path
+    for key, value in (("model.image_encoder.pretrained", cfg.model.image_encoder.pretrained),
+                       ("model.decoder.name_or_path", cfg.model.decoder.name_or_path)):
+        if isinstance(value, str) and value.startswith(("/", "./", "../", "~")):
+            paths[key] = value
+    return {key: str(value) for key, value in paths.items() if value and "://" not in str(value)}

@@ -25,7 +25,8 @@ from typing import Any
 from sweeps import SweepError
 from sweeps.console import quiet_console
 from sweeps.leftovers import record_driver, stop_leftovers
-from sweeps.resources import decide_resources, local_resources
+from sweeps.cluster_wait import expected_workers, wait_for_cluster
+from sweeps.resources import TrialResources, decide_resources, local_resources
 from sweeps.spec import DEFAULT_METRIC, SweepSpec, build_spec, check_tracking, resume_spec
 from sweeps.summary import SweepOutcome, print_best, print_counts, print_mlflow, sweep_outcome
 from trainables import tracking_schema as schema
@@ -38,7 +39,7 @@ EXIT_INTERRUPTED = 130
 # Flags that define a sweep (besides its strategy's): --resume refuses them.
 DEFINING = (
     "concurrency", "metric", "preset", "dataset", "artemis_csv", "contrastive_csv", "image_dir",
-    "synthetic_dir", "set", "gpu", "cpus_per_trial", "worker_retries", "trial_retries",
+    "synthetic_dir", "set", "gpu", "cpus_per_trial", "gpus_per_trial", "worker_retries", "trial_retries",
     "keep_checkpoints", "experiment", "heldout",
 )
 
@@ -108,16 +109,25 @@ def add_common_flags(p: argparse.ArgumentParser, *, kind: str, default_metric: d
 
     g = p.add_argument_group("cluster and storage")
     g.add_argument("--address", default=None,
-                   help="join a running Ray cluster (e.g. auto, or ray://head:10001); "
-                        "default: start a local one")
+                   help="join a running Ray cluster: auto on a cluster node (e.g. the head, through "
+                        "ray exec or ray job submit), or HOST:6379; default: start a local one")
+    g.add_argument("--wait-for-nodes", type=int, default=None, metavar="N",
+                   help="with --address: wait until N worker nodes have joined before deciding what the "
+                        "trials get (default: the min_workers that ray up started the cluster with, read "
+                        "from ~/ray_bootstrap_config.yaml on the head; 0 elsewhere)")
+    g.add_argument("--wait-timeout", type=float, default=900.0, metavar="SECONDS",
+                   help="with --address: give up waiting for the nodes after this long (default 900)")
     g.add_argument("--storage", "--storage-path", dest="storage", default=None,
                    help="Ray storage for trial state and checkpoints (default ./ray_results; "
                         "on a multi-node cluster a shared path or bucket)")
     g.add_argument("--gpu", choices=["auto", "on", "off"], default=None,
                    help="one GPU per trial: auto = when the cluster has GPUs (default)")
     g.add_argument("--cpus-per-trial", type=float, default=None,
-                   help="CPUs per trial (default: the cluster's CPUs / concurrency on CPU-only "
-                        "clusters, at least 1)")
+                   help="CPUs per trial (default: on GPU trials a GPU node's CPUs shared among the "
+                        "trials its GPUs hold; on CPU-only clusters the CPUs / concurrency, at least 1)")
+    g.add_argument("--gpus-per-trial", type=float, default=None,
+                   help="the share of a GPU each GPU trial gets (default 1; 0.5 packs two trials "
+                        "on one GPU)")
     g.add_argument("--worker-retries", type=int, default=None,
                    help="worker failures Ray Train recovers from per trial, resuming from the "
                         "last checkpoint (default 2)")
@@ -202,12 +212,24 @@ def _heldout(text: str | None, cwd: Path) -> str | None:
         raise SweepError(f"--heldout: {exc}") from None
 
 
-def _decide_resources(spec: SweepSpec, args: argparse.Namespace, resources: dict[str, float]):
-    decided = decide_resources(resources, gpu=args.gpu, cpus_per_trial=args.cpus_per_trial,
-                               concurrency=args.concurrency, total_trials=spec.plan.total_trials())
+def _decide_resources(spec: SweepSpec, args: argparse.Namespace, nodes) -> TrialResources:
+    decided = decide_resources(nodes, gpu=args.gpu, cpus_per_trial=args.cpus_per_trial,
+                               gpus_per_trial=args.gpus_per_trial, concurrency=args.concurrency,
+                               total_trials=spec.plan.total_trials())
     spec.concurrency = decided.concurrency
-    spec.settings.update(use_gpu=decided.use_gpu, cpus_per_worker=decided.cpus_per_worker)
+    spec.settings.update(use_gpu=decided.use_gpu, cpus_per_worker=decided.cpus_per_worker,
+                         gpus_per_worker=decided.gpus_per_worker or 1.0)
     return decided
+
+
+def _cluster_nodes(args: argparse.Namespace) -> list[dict[str, float]]:
+    """The nodes' resources: on a cluster, once the nodes the sweep expects have joined."""
+    import ray
+
+    if args.address is None:
+        return [ray.cluster_resources()]
+    expected = expected_workers(args.wait_for_nodes)
+    return wait_for_cluster(expected, need_gpu=args.gpu == "on", timeout_s=args.wait_timeout, out=sys.stdout)
 
 
 def _run(spec: SweepSpec, args: argparse.Namespace, sweep: Sweep) -> int:
@@ -238,10 +260,12 @@ def _run(spec: SweepSpec, args: argparse.Namespace, sweep: Sweep) -> int:
         device = None
         if not args.resume:
             try:
-                device = _decide_resources(spec, args, ray.cluster_resources()).describe()
+                decided = _decide_resources(spec, args, _cluster_nodes(args))
             except SweepError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return EXIT_USAGE
+            device = decided.describe()
+            print(decided.reason, flush=True)
         # after ray.init: Ray's core installs its own SIGTERM handler (which aborts)
         with _stop_signals_interrupt():
             return _fit(spec, args, sweep, device)

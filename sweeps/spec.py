@@ -37,6 +37,13 @@ PATH_KEYS = (
     "vad.path",
 )
 MAYBE_PATH_KEYS = ("model.image_encoder.pretrained", "model.decoder.name_or_path")
+# Built once and shared by every trial: on a cluster (--address) they default to folders
+# under --storage, which every node mounts, instead of each node's copy of the project.
+CLUSTER_CACHES = {
+    "data.feature_cache_dir": "features",
+    "data.ea_classifier_dir": "ea_classifier",
+    "data.synthetic_dir": "synthetic",
+}
 DATASET_FLAGS = {
     "dataset": "data.dataset",
     "artemis_csv": "data.artemis_csv",
@@ -140,6 +147,10 @@ def build_spec(
         if not sep or not key.strip():
             raise SweepError(f"--set {item}: expected KEY=VALUE")
         overrides[key.strip()] = value.strip()
+    storage = storage_root(args.storage, cwd)
+    if args.address is not None and "://" not in storage:
+        for key, folder in CLUSTER_CACHES.items():
+            overrides.setdefault(key, f"{storage}/cache/{folder}")
     try:
         flat = to_flat_dict(apply_overrides(base, overrides))
     except (ValueError, TypeError) as exc:
@@ -168,7 +179,6 @@ def build_spec(
     if db is not None and not db.parent.exists():
         raise SweepError(f"the directory of the MLflow database {db} does not exist")
 
-    storage = storage_root(args.storage, cwd)
     name = args.name or f"{kind}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     if "/" in name or name in (".", ".."):
         raise SweepError(f"--name {name!r}: must be a plain name")
@@ -180,7 +190,8 @@ def build_spec(
     if output_root is not None and "://" not in str(output_root):
         output_root = str((cwd / str(output_root)).resolve())
     settings = TrialSettings(sweep_name=name, storage_path=storage, output_root=output_root, preset=preset_name,
-                             overrides=overrides, metric=metric, max_failures=worker_retries, keep_checkpoints=keep)
+                             overrides=overrides, metric=metric, max_failures=worker_retries, keep_checkpoints=keep,
+                             local_scratch=args.address is not None)
     return SweepSpec(
         kind=kind, name=name, storage_path=storage, experiment_dir=experiment_dir,
         tracking_uri=tracking_uri, experiment=args.experiment or schema.DEFAULT_EXPERIMENT,

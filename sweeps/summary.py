@@ -17,6 +17,7 @@ from typing import Any
 from sweeps.progress import fmt
 from trainables import tracking_schema as schema
 from trainables.mlflow_store import ui_command, ui_url
+from trainables.node_checks import error_summary
 from trainables.report_protocol import TrialReport, is_final
 
 
@@ -120,7 +121,7 @@ def sweep_outcome(results, metric: str, total_trials: int) -> SweepOutcome:
             status = schema.STATUS_FAILED
         else:
             status = schema.STATUS_FINISHED if final else schema.STATUS_KILLED
-        error = str(result.error).strip().splitlines()[-1][:300] if result.error is not None else None
+        error = error_summary(str(result.error), 800) if result.error is not None else None
         # A trial restored by --resume after its final report may come back without DONE.
         unfinished += result.error is None and not final and last.get(DONE) is not True
         trials.append(TrialOutcome(
@@ -141,6 +142,12 @@ def print_counts(name: str, outcome: SweepOutcome, out) -> None:
     c = outcome.counts
     print(f"Sweep {name}: {c['finished']} finished, {c['failed']} failed, "
           f"{c['killed']} stopped early or interrupted (of {c['total']} trials).", file=out)
+    by_error: dict[str, list[str]] = {}  # one error, once, with the trials it ended
+    for t in outcome.trials:
+        if t.status == schema.STATUS_FAILED and t.error:
+            by_error.setdefault(t.error, []).append(t.trial_id)
+    for error, trial_ids in by_error.items():
+        print(f"Trial {', '.join(trial_ids)} failed:\n  " + error.replace("\n", "\n  "), file=out)
 
 
 def print_best(outcome: SweepOutcome, params: list[str], run_ids: dict[str, str], out) -> None:

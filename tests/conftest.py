@@ -64,3 +64,9 @@ def lexicon():
     from sevlm.vad import load_lexicon
 
     return load_lexicon("warriner")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The two-node cluster rehearsal (minutes) runs after everything else: a failure
+    elsewhere shows first."""
+    items.sort(key=lambda item: item.get_closest_marker("rehearsal") is not None)

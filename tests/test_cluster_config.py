@@ -2,8 +2,8 @@
 command run the way Ray runs it (a real server on loopback, stopped by its pidfile), a
 node's set-up on a machine that lacks things, and the documented sweep command.
 
-The full `ray up` / `ray exec` / `ray down` rehearsal is `make cluster-rehearsal`
-(scripts/cluster_rehearsal.sh): too slow for the suite.
+The full two-node `ray up` / `ray exec` / `ray down` rehearsal is
+tests/test_cluster_rehearsal.py (`make cluster-rehearsal` runs it alone).
 """
 
 from __future__ import annotations
@@ -251,7 +251,7 @@ def test_ray_down_stops_the_workers_from_the_head(tmp_path):
 
 
 def _documented_commands(text: str) -> list[str]:
-    found = re.findall(r"ray exec cluster\.yaml (?:--tmux )?'(.*?)'", text, re.S)
+    found = [c for c in re.findall(r"ray exec cluster\.yaml (?:--tmux )?'(.*?)'", text, re.S) if "sweeps/" in c]
     return [" ".join(line.strip().lstrip("#").strip().rstrip("\\") for line in c.splitlines()) for c in found]
 
 

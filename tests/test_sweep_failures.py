@@ -84,9 +84,12 @@ def test_a_trial_retried_by_tune_resumes_from_its_checkpoint(tmp_path, data_dir,
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_fake_gpu_cluster_one_trial_per_node_and_node_failure(tmp_path, data_dir):
+def test_fake_gpu_cluster_one_trial_per_node_and_node_failure(tmp_path, data_dir, monkeypatch):
     from ray.cluster_utils import Cluster
 
+    from trainables.node_checks import FAKE_GPUS_ENV
+
+    monkeypatch.setenv(FAKE_GPUS_ENV, "1")  # the nodes' fake GPUs train on the CPU
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     workers = [cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
     cluster.wait_for_nodes()

@@ -41,6 +41,7 @@ from ray.tune import Callback
 from trainables import tracking_schema as schema
 from trainables.mlflow_queue import END_DRAIN_S, QUEUE_ARTIFACTS, WriteQueue, queue_path, quick_http
 from trainables.mlflow_store import MAX_PARAMS_PER_BATCH, open_tracking_store, param_text, timed_metric
+from trainables.node_checks import error_summary
 from trainables.report_protocol import TrialReport
 from trainables.trial import FINAL_MARKER, REPORTS_FILE
 
@@ -250,6 +251,8 @@ class MlflowTrialWriter(Callback):
             if session.start_step > 0:
                 tags[schema.TAG_RESUMED_FROM_STEP] = str(session.start_step)
             tags[schema.TAG_DEVICE] = session.device
+            if session.gpu_name:
+                tags[schema.TAG_GPU_NAME] = session.gpu_name
             tags[schema.TAG_NODE_IP] = session.node_ip
             if session.node_id:
                 tags[schema.TAG_NODE_ID] = session.node_id
@@ -354,5 +357,10 @@ def _error_text(trial) -> str:
         err = trial.get_error()
     except Exception:  # noqa: BLE001
         err = None
-    text = str(err) if err else (getattr(trial, "error_file", None) or "")
-    return text.strip().splitlines()[-1][:500] if text.strip() else "error"
+    if err:
+        return error_summary(str(err))
+    error_file = getattr(trial, "error_file", None)  # where Tune keeps a restored trial's error
+    try:
+        return error_summary(Path(error_file).read_text() if error_file else "")
+    except OSError:
+        return error_summary(str(error_file))

@@ -32,7 +32,8 @@ KEY_SCORE = "sevlm_score"  # checkpoint score (Ray Train keeps the best checkpoi
 KEY_STOPPED_EARLY = "sevlm_stopped_early"
 KEY_NODE_IP = "sevlm_node_ip"
 KEY_NODE_ID = "sevlm_node_id"
-KEY_DEVICE = "sevlm_device"  # "cpu" or "gpu"
+KEY_DEVICE = "sevlm_device"  # the device torch trains on: "cpu" or "cuda"
+KEY_GPU_NAME = "sevlm_gpu_name"  # torch.cuda.get_device_name, "" on CPU
 KEY_FINAL_DIR = "sevlm_final_dir"  # persisted final checkpoint, when re-reported
 KEY_FINAL_KEYS = "sevlm_final_keys"  # JSON list: which keys of the final report are final metrics
 # JSON list of the reports before the restored checkpoint, sent again by a resumed worker:
@@ -53,6 +54,7 @@ class WorkerSession:
     node_ip: str
     node_id: str
     device: str
+    gpu_name: str = ""
 
 
 def _session_keys(session: WorkerSession | None) -> dict[str, Any]:
@@ -64,6 +66,7 @@ def _session_keys(session: WorkerSession | None) -> dict[str, Any]:
         KEY_NODE_IP: session.node_ip,
         KEY_NODE_ID: session.node_id,
         KEY_DEVICE: session.device,
+        KEY_GPU_NAME: session.gpu_name,
     }
 
 
@@ -176,6 +179,7 @@ class TrialReport:
                 node_ip=str(result.get(KEY_NODE_IP) or ""),
                 node_id=str(result.get(KEY_NODE_ID) or ""),
                 device=str(result.get(KEY_DEVICE) or ""),
+                gpu_name=str(result.get(KEY_GPU_NAME) or ""),
             )
         if final:
             metrics = {k: float(result[k]) for k in _final_keys(result) if _number(result.get(k))}

@@ -58,6 +58,8 @@ REPLAY_LENGTH = 8
 # Files of the final checkpoint directory.
 FINAL_MARKER = "sevlm_final.json"
 FINAL_DIR_NAME = "sevlm_final"
+# Ray's key-value store namespace of this project (a trial's recorded node set-up failure).
+KV_NAMESPACE = "sevlm"
 
 
 @dataclass
@@ -71,9 +73,14 @@ class TrialSettings:
     metric: str = "val/bleu4"  # picks the checkpoint that is tested (train.monitor_metric)
     use_gpu: bool = False
     cpus_per_worker: float = 0.9  # CPU of the training worker (GPU: 0 = Ray's default)
+    gpus_per_worker: float = 1.0  # on GPU trials: 0.5 packs two trials on one GPU
     max_failures: int = 2  # worker failures retried by Ray Train, per trial attempt
     keep_checkpoints: int | None = 2  # best N by `metric` (the latest is always kept)
     output_root: str | None = None  # trials write to <output_root>/<run name>; default <storage>/<sweep>/outputs
+    # A multi-node sweep's trials work on the node's local disk (scratch_root() there) and
+    # send only their checkpoints and final files to the shared storage; the folder is
+    # removed when the trial has finished.
+    local_scratch: bool = False
     # "<dataset>:<absolute dir>" (sweeps' --heldout, sevlm.heldout.parse_heldout): the tested
     # checkpoint is also scored there, under schema.heldout_metric(...) in the final metrics.
     heldout: str | None = None
@@ -95,9 +102,18 @@ class TrialSettings:
 
     @property
     def outputs_path(self) -> str:
+        """Where the trials write; read on the node that runs the trial."""
         if self.output_root:
             return self.output_root
+        if self.local_scratch:
+            return f"{scratch_root()}/{self.sweep_name}"
         return f"{self.storage_path.rstrip('/')}/{self.sweep_name}/outputs"
+
+
+def scratch_root() -> str:
+    """A node's local folder for trials' working files: $SEVLM_SCRATCH_DIR, else
+    ~/.cache/sevlm-sweeps/trials."""
+    return os.environ.get("SEVLM_SCRATCH_DIR") or os.path.expanduser("~/.cache/sevlm-sweeps/trials")
 
 
 # ------------------------------------------------------------------------- configs
@@ -159,7 +175,7 @@ def build_trainer(overrides: Mapping[str, Any], settings: TrialSettings, run_nam
     for key, value in TRAIN_ENV.items():  # read here (metrics) and by the controller
         os.environ.setdefault(key, value)
     if settings.use_gpu:
-        resources = {"GPU": 1}
+        resources = {"GPU": settings.gpus_per_worker}
         if settings.cpus_per_worker:
             resources["CPU"] = settings.cpus_per_worker
     else:
@@ -197,6 +213,8 @@ def _trainer_class():
     lacks them, Ray's own trainer is used."""
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
+    from trainables.node_checks import no_retry_failure_policy
+
     try:
         from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
         from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
@@ -208,16 +226,40 @@ def _trainer_class():
         def _create_default_callbacks(self):
             return [cb for cb in super()._create_default_callbacks() if not isinstance(cb, unused)]
 
+        def _initialize_and_run_controller(self, **controller_init_kwargs):
+            # A node that cannot run the trial (no CUDA, a missing path) fails the same way
+            # on every retry: Ray Train raises it at once instead.
+            controller_init_kwargs["failure_policy"] = no_retry_failure_policy(self.run_config.failure_config)
+            return super()._initialize_and_run_controller(**controller_init_kwargs)
+
     return OneRunTrainer
 
 
 def run_trial(config: dict[str, Any], settings: dict[str, Any], to_overrides: Callable[[dict], dict]) -> None:
-    """Tune function trainable: one Ray Train run named after the trial."""
+    """Tune function trainable: one Ray Train run named after the trial.
+
+    A node set-up failure (``trainables.node_checks``) is final: Tune would restart the
+    trial (``--trial-retries``), and that restart raises the recorded failure again at
+    once instead of training on the node that cannot run it."""
     from ray import tune
+    from ray.experimental import internal_kv
+
+    from trainables.node_checks import NodeSetupError, is_node_setup_failure, setup_message
 
     trial_settings = TrialSettings.from_dict(settings)
     run_name = schema.trial_run_name(trial_settings.sweep_name, tune.get_context().get_trial_id())
-    build_trainer(to_overrides(config), trial_settings, run_name).fit()
+    key = f"{run_name}/node-setup-failure".encode()
+    recorded = internal_kv._internal_kv_get(key, namespace=KV_NAMESPACE)
+    if recorded:
+        raise NodeSetupError(recorded.decode() + "\n(recorded by this trial's first attempt: not retried)")
+    try:
+        build_trainer(to_overrides(config), trial_settings, run_name).fit()
+    except Exception as exc:
+        if not is_node_setup_failure(exc):
+            raise
+        message = setup_message(exc)
+        internal_kv._internal_kv_put(key, message.encode(), namespace=KV_NAMESPACE)
+        raise NodeSetupError(message) from None
 
 
 def make_trainable(settings: TrialSettings, to_overrides: Callable[[dict], dict]):

@@ -17,6 +17,7 @@ from typing import Any
 from sevlm.training.callbacks import TrainingCallback
 from trainables import report_protocol as rp
 from trainables import tracking_schema as schema
+from trainables.node_checks import NodeSetupError, check_cuda, check_paths, node_label
 from trainables.placement import register_placement_group
 from trainables.trial import FINAL_DIR_NAME, FINAL_MARKER, REPLAY_LENGTH, REPORTS_FILE, TrialSettings, trial_config
 
@@ -41,9 +42,10 @@ class RayReportCallback(TrainingCallback):
     becomes a final report whose checkpoint directory holds the artifacts.
     """
 
-    def __init__(self, settings: TrialSettings, device: str, node_ip: str, node_id: str):
+    def __init__(self, settings: TrialSettings, device: Mapping[str, str], node_ip: str, node_id: str):
         self.settings = settings
-        self.worker = dict(session=uuid.uuid4().hex[:12], device=device, node_ip=node_ip, node_id=node_id)
+        self.worker = dict(session=uuid.uuid4().hex[:12], device=device["device"], gpu_name=device.get("gpu_name", ""),
+                           node_ip=node_ip, node_id=node_id)
         self.session: rp.WorkerSession | None = None  # known once training starts
         self.config_json: str | None = None  # sent until one report carried it
         self.last_step = 0
@@ -204,15 +206,13 @@ def run_worker(config: dict[str, Any]) -> None:
 
     settings = TrialSettings.from_dict(config["settings"])
     run_name = config["run_name"]
-    cfg = trial_config(settings, config["overrides"], run_name)
-    if not settings.use_gpu:
+    cfg, device = _checked_on_this_node(settings, config["overrides"], run_name)
+    if device["device"] == "cpu":
         import torch
 
         torch.set_num_threads(max(1, int(round(settings.cpus_per_worker))))
-    callback = RayReportCallback(
-        settings, "gpu" if settings.use_gpu else "cpu", ray.util.get_node_ip_address(),
-        ray.get_runtime_context().get_node_id(),
-    )
+    callback = RayReportCallback(settings, device, ray.util.get_node_ip_address(),
+                                 ray.get_runtime_context().get_node_id())
     resume_from = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
@@ -231,3 +231,32 @@ def run_worker(config: dict[str, Any]) -> None:
     register_placement_group(settings.sweep_name, run_name)
     run_training = resolve_training_fn(settings.training_fn)
     run_training(cfg, [callback], resume_from=resume_from)
+    if settings.local_scratch:  # Ray Train has copied every reported checkpoint to storage
+        shutil.rmtree(cfg.output_dir, ignore_errors=True)
+
+
+def _checked_on_this_node(settings: TrialSettings, overrides: Mapping[str, Any], run_name: str):
+    """The trial's configuration, once this node has what it needs (``trainables.node_checks``):
+    its input paths, the held-out set, loadable pretrained weights and, for a GPU trial, a
+    CUDA that torch can use. The device is then set explicitly: the loop never falls back
+    to the CPU on its own."""
+    from sevlm.config import apply_overrides, input_paths
+    from sevlm.model.weights import WeightsUnavailableError
+
+    try:
+        cfg = trial_config(settings, overrides, run_name)
+    except WeightsUnavailableError as exc:
+        raise NodeSetupError(f"node {node_label()}: {exc}") from None
+    paths = input_paths(cfg)
+    if settings.heldout:
+        paths["--heldout"] = settings.heldout.partition(":")[2]
+    check_paths(paths)
+    if settings.heldout:  # the folder is there: its split file too?
+        from sevlm.heldout import parse_heldout
+
+        try:
+            parse_heldout(settings.heldout)
+        except ValueError as exc:
+            raise NodeSetupError(f"node {node_label()}: {exc}") from None
+    device = check_cuda() if settings.use_gpu else {"device": "cpu", "gpu_name": ""}
+    return apply_overrides(cfg, {"train.device": device["device"]}), device
