@@ -45,7 +45,8 @@ def test_the_ablation_sweep_puts_every_trial_in_the_regime_it_is_given(sweep_in_
     _, scratch = trial_configs(ablations.SWEEP, [], sweep_in_tmp)
     for (p, pre), (q, base) in zip(trials, scratch):
         assert p == q
-        assert (pre.model.use_contrastive, pre.model.alpha, pre.seed) == (base.model.use_contrastive, base.model.alpha, base.seed)
+        switches = lambda c: (c.model.use_contrastive, c.model.use_vad_features, c.model.alpha, c.seed)  # noqa: E731
+        assert switches(pre) == switches(base)
         assert base.model.decoder_init == "scratch" and base.train.lr_decoder == 1e-2
 
 
@@ -91,6 +92,7 @@ def test_train_flag_sets_the_key():
     parser = build_parser()
     assert resolve_config(parser.parse_args(["--decoder-init", "pretrained"])).model.decoder_init == "pretrained"
     assert resolve_config(parser.parse_args([])).model.decoder_init == "scratch"
-    assert resolve_config(parser.parse_args(["--set", "model.decoder_init=pretrained"])).model.decoder_init == "pretrained"
+    by_set = resolve_config(parser.parse_args(["--set", "model.decoder_init=pretrained"]))
+    assert by_set.model.decoder_init == "pretrained"
     with pytest.raises(SystemExit):
         parser.parse_args(["--decoder-init", "warm"])

@@ -65,7 +65,8 @@ def test_the_gpt2_initialisation_is_normal_0_02_with_zero_biases():
     default = ContrastiveHead(768, 768, 768, layers=4)
     first = linears(default)[0]
     bound = 1 / math.sqrt(first.in_features)
-    assert first.weight.abs().max().item() <= bound and first.weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.01)
+    assert first.weight.abs().max().item() <= bound
+    assert first.weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.01)
     assert torch.count_nonzero(first.bias) > 0
 
 
@@ -94,7 +95,8 @@ def test_the_explanation_span_with_padding_runs_to_the_end_of_the_sequence():
     hidden = torch.randn(3, 8, 4)
     with_padding = masked_mean(hidden, explanation_span(expl, include_padding=True))
     # The reference code's mean: every position from the explanation's start on.
-    assert torch.allclose(with_padding[0], hidden[0, 2:].mean(0)) and torch.allclose(with_padding[1], hidden[1, 3:].mean(0))
+    assert torch.allclose(with_padding[0], hidden[0, 2:].mean(0))
+    assert torch.allclose(with_padding[1], hidden[1, 3:].mean(0))
     assert torch.allclose(masked_mean(hidden, expl)[0], hidden[0, 2:5].mean(0))
 
 

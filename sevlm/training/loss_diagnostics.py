@@ -64,7 +64,7 @@ class Snapshot:
 
 
 # Where exp(S) overflows: the reference code's un-stabilised loss fails above these.
-EXP_OVERFLOW = {"float16": math.log(torch.finfo(torch.float16).max), "float32": math.log(torch.finfo(torch.float32).max)}
+EXP_OVERFLOW = {name: math.log(torch.finfo(getattr(torch, name)).max) for name in ("float16", "float32")}
 
 
 def score_stats(scores: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[float, float]:
@@ -129,7 +129,8 @@ def _flat(grads, params) -> torch.Tensor:
     ])
 
 
-def measure(model, batch: dict, grad_clip: float) -> tuple[dict[str, TermSnapshot], float, float, dict[str, float], tuple]:
+def measure(model, batch: dict, grad_clip: float
+            ) -> tuple[dict[str, TermSnapshot], float, float, dict[str, float], tuple]:
     """Per-term values and gradients for one batch (no optimiser step, grads left clear),
     and the contrastive scores' (max |S|, margin) ((None, None) without the head)."""
     model.zero_grad(set_to_none=True)
