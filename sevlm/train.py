@@ -8,6 +8,9 @@ weights and data, switch by flags, for example::
         --image-pretrained openai --decoder distilgpt2 --vad-lexicon nrc \\
         --vad-path data/NRC-VAD-Lexicon.txt
 
+The paper's regime offline (a decoder pre-trained on text, fine-tuned at a low rate;
+docs/regime.md): ``--decoder-init pretrained --lr-decoder 1e-3 --lr-vad 2e-3``.
+
 Any configuration field can also be set with ``--set section.field=value``
 (``--print-config`` lists them all).
 """
