@@ -150,7 +150,8 @@ def resolve_decoder_init(cfg: ExperimentConfig, report: Report = _print) -> Expe
     """
     if cfg.model.decoder_init != "pretrained" or cfg.model.decoder.name_or_path is not None:
         return cfg
-    folder = ensure_pretrained_decoder(cfg, report=report)
+    # Absolute: the run's config.json must still find it from another working directory.
+    folder = ensure_pretrained_decoder(cfg, report=report).resolve()
     return apply_overrides(cfg, {"model.decoder.name_or_path": str(folder), "model.decoder.bpe_merges": None})
 
 

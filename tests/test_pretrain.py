@@ -156,6 +156,18 @@ def test_train_reads_the_folder_with_decoder_and_with_decoder_init(built):
     assert resolve_decoder_init(scratch, report=pytest.fail) is scratch
 
 
+def test_a_relative_cache_resolves_to_an_absolute_folder(tmp_path, monkeypatch):
+    """A run's config.json must find its decoder from any working directory (restore, held-out
+    evaluation)."""
+    monkeypatch.chdir(tmp_path)
+    cfg = apply_overrides(tiny(), {"data.feature_cache_dir": "cache/features", "model.decoder_init": "pretrained",
+                                   **SMALL, "pretrain.sentences": 120})
+    resolved = resolve_decoder_init(cfg, report=lambda _line: None)
+    path = Path(resolved.model.decoder.name_or_path)
+    assert path.is_absolute() and path == (tmp_path / "cache" / "pretrained_decoders" / path.name)
+    assert (path / MANIFEST).is_file()
+
+
 @pytest.mark.slow
 def test_a_run_starts_from_the_pretrained_weights_and_records_the_folder(built, data_root, tmp_path):
     from conftest import small_config
