@@ -72,6 +72,20 @@ class ModelConfig:
     # with the VAD features.
     fusion_input: str = "word"
     contrastive_hidden: int = 768  # hidden width of the contrastive MLP
+    # Probes of the reference code's choices (docs/regime.md); the defaults are this
+    # project's. Hidden layers of the contrastive MLP (reference code: 4), its
+    # initialisation ("pytorch": nn.Linear's default; "gpt2": weights N(0, 0.02) and zero
+    # biases, as the reference code's GPT-2 init_weights leaves them), and whether the
+    # explanation mean runs on over the padding after <eos> (the reference code averages
+    # every position from the explanation's start to the padded length).
+    contrastive_head_layers: int = 2
+    contrastive_head_init: str = "pytorch"
+    contrastive_mean_includes_padding: bool = False
+    # Where a decoder without a checkpoint (decoder.name_or_path none) starts: "scratch"
+    # (random weights) or "pretrained" (the text-only language model that
+    # `python -m sevlm.pretrain` trains with the `pretrain` settings, built when missing;
+    # the run then reads it as decoder.name_or_path). A named checkpoint is always loaded.
+    decoder_init: str = "scratch"
 
 
 @dataclass
@@ -147,12 +161,30 @@ class EvalConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """The text-only pre-training of a decoder without a checkpoint (sevlm/pretrain.py):
+    a synthetic corpus disjoint from the benchmark's text, its own seeds."""
+
+    corpus_seed: int = 1234
+    # 20000 sentences (18000 to train on, 2000 held out), one epoch: 282 steps, about 80 s on
+    # one CPU core; the held-out perplexity levels off after about 200 (docs/regime.md).
+    sentences: int = 20000
+    val_fraction: float = 0.1  # held out for the perplexity
+    epochs: int = 1
+    batch_size: int = 64
+    lr: float = 1e-2  # the rate chosen on validation for this decoder shape from scratch
+    warmup_steps: int = 30
+    seed: int = 0  # initial weights and batch order
+
+
+@dataclass
 class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     vad: VADConfig = field(default_factory=VADConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     seed: int = 0
     preset: str = "paper"
     output_dir: str = "runs/default"
@@ -305,6 +337,11 @@ def to_flat_dict_from_nested(nested: dict[str, Any], prefix: str = "") -> dict[s
 FUSION_INPUTS = ("word", "paper")
 # Depth of the emotion encoder: 0 = raw VAD vectors (the paper's "w/o emotion encoder").
 EMOTION_ENCODER_LAYERS = (0, 6)
+# Where a decoder without a checkpoint starts (ModelConfig.decoder_init).
+DECODER_INITS = ("scratch", "pretrained")
+# The contrastive MLP: initialisations and the range of its hidden layers.
+CONTRASTIVE_HEAD_INITS = ("pytorch", "gpt2")
+CONTRASTIVE_HEAD_LAYERS = (1, 8)
 
 
 def validate(cfg: ExperimentConfig | ModelConfig) -> None:
@@ -327,6 +364,19 @@ def validate(cfg: ExperimentConfig | ModelConfig) -> None:
         raise ValueError(
             f"model.emotion_encoder_layers must stay within {low}..{high} "
             f"(got {model.emotion_encoder_layers})"
+        )
+    if model.decoder_init not in DECODER_INITS:
+        raise ValueError(f"model.decoder_init must be one of {DECODER_INITS} (got {model.decoder_init!r})")
+    if model.contrastive_head_init not in CONTRASTIVE_HEAD_INITS:
+        raise ValueError(
+            f"model.contrastive_head_init must be one of {CONTRASTIVE_HEAD_INITS} "
+            f"(got {model.contrastive_head_init!r})"
+        )
+    low, high = CONTRASTIVE_HEAD_LAYERS
+    if not low <= model.contrastive_head_layers <= high:
+        raise ValueError(
+            f"model.contrastive_head_layers must stay within {low}..{high} "
+            f"(got {model.contrastive_head_layers})"
         )
 
 

@@ -8,6 +8,9 @@ weights and data, switch by flags, for example::
         --image-pretrained openai --decoder distilgpt2 --vad-lexicon nrc \\
         --vad-path data/NRC-VAD-Lexicon.txt
 
+The paper's regime offline (a decoder pre-trained on text, fine-tuned at a low rate;
+docs/regime.md): ``--decoder-init pretrained --lr-decoder 1e-3 --lr-vad 2e-3``.
+
 Any configuration field can also be set with ``--set section.field=value``
 (``--print-config`` lists them all).
 """
@@ -18,7 +21,7 @@ import argparse
 import logging
 import sys
 
-from sevlm.config import apply_overrides, preset, to_flat_dict, to_json
+from sevlm.config import DECODER_INITS, apply_overrides, preset, to_flat_dict, to_json
 
 # Exit status of an error in the user's input (argparse uses the same for bad flags).
 EXIT_USER_ERROR = 2
@@ -34,6 +37,7 @@ FLAG_KEYS = {
     "image_encoder": "model.image_encoder.arch",
     "image_pretrained": "model.image_encoder.pretrained",
     "decoder": "model.decoder.name_or_path",
+    "decoder_init": "model.decoder_init",
     "vad_lexicon": "vad.lexicon",
     "vad_path": "vad.path",
     "epochs": "train.epochs",
@@ -73,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "'none' for random weights")
     g.add_argument("--decoder", help="GPT-2 name or local directory (e.g. distilgpt2); "
                                      "'none' for a random decoder")
+    g.add_argument("--decoder-init", choices=list(DECODER_INITS),
+                   help="where a decoder without a checkpoint starts: scratch (random weights, "
+                        "the default) or pretrained (the text-only language model of "
+                        "python -m sevlm.pretrain, built when missing; docs/regime.md)")
     g.add_argument("--vad-lexicon", choices=["warriner", "anew", "nrc"],
                    help="VAD lexicon (nrc needs --vad-path)")
     g.add_argument("--vad-path", help="NRC-VAD lexicon file")
@@ -122,6 +130,10 @@ def resolve_config(args: argparse.Namespace):
         key: getattr(args, flag) for flag, key in FLAG_KEYS.items()
         if getattr(args, flag) is not None
     }
+    if args.decoder is not None and args.decoder.strip().lower() not in ("none", "null"):
+        # A named decoder brings its own tokenizer: the preset's smaller offline BPE
+        # (model.decoder.bpe_merges, tiny) does not apply to it. --set can still say otherwise.
+        overrides["model.decoder.bpe_merges"] = None
     for item in args.set:
         if "=" not in item:
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")

@@ -8,6 +8,9 @@
         --tracking-uri http://head:5000 --preset paper --dataset artemis_v1 \\
         --artemis-csv /data/artemis_dataset_release_v0.csv --image-dir /data/wikiart
     python sweeps/ablations.py --resume            # finish the interrupted sweep (--name if several)
+    python sweeps/ablations.py --decoder-init pretrained   # the paper's regime: a decoder
+                                                   # pre-trained on text, fine-tuned at a low
+                                                   # rate (docs/regime.md)
 
 Variants, in the paper's order: baseline (VAD features, VAD head and contrastive head all
 off), full (SEVLM), no_vad_features, no_vad_head, no_contrastive (Fig. 5),
@@ -24,11 +27,16 @@ per-painting predictions; its MLflow run is tagged with its variant and seed.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import importlib.util
 import statistics
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
+from sevlm.config import DECODER_INITS
 from sevlm.variants import ALPHA_VARIANTS, FULL, VARIANTS
 from sweeps.cli import Sweep, run_sweep_cli
 from sweeps.progress import format_table
@@ -65,6 +73,63 @@ QUICK_OVERRIDES: dict[str, object] = {
     "eval.max_eval_paintings": 6,
     "eval.max_new_tokens": 8,
 }
+
+
+# The regime (--decoder-init, docs/regime.md): "scratch", the default benchmark, trains the
+# decoder from random weights at the preset's rate; "pretrained" fine-tunes the decoder
+# that python -m sevlm.pretrain trained on text (built by the first trial when missing), at
+# a decoder rate chosen on validation by sweeps/lr_selection.py --decoder-init pretrained (the
+# VAD modules at the paper's 2x). Provisional until that sweep has run: 1e-3, the middle of its
+# grid, where the paper's lr x steps lands over this benchmark's budget (lr_selection.py);
+# replace it with the sweep's choice (docs/regime.md), or pass --set train.lr_decoder=...
+PRETRAINED_LR_DECODER = 1e-3
+REGIME_OVERRIDES: dict[str, dict[str, object]] = {
+    "scratch": {},
+    "pretrained": {
+        "model.decoder_init": "pretrained",
+        "train.lr_decoder": PRETRAINED_LR_DECODER,
+        "train.lr_vad": 2 * PRETRAINED_LR_DECODER,
+    },
+}
+
+
+@dataclass(frozen=True)
+class RegimeGridFlags(GridFlags):
+    """The variants x seeds flags plus ``--decoder-init``: the regime of every trial.
+
+    ``regime_overrides``: the fixed overrides each regime adds (before --set, which can
+    still change them). ``regime_variants``: a regime's own grid where the regime changes
+    it (the learning-rate selection tries lower rates on a pre-trained decoder).
+    """
+
+    regime_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    regime_variants: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    regime_quick_variants: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    defining: ClassVar[tuple[str, ...]] = GridFlags.defining + ("decoder_init",)
+
+    def add_flags(self, parser: argparse.ArgumentParser) -> None:
+        super().add_flags(parser)
+        parser.add_argument(
+            "--decoder-init", choices=list(DECODER_INITS), default=None,
+            help="the regime: scratch (default: the decoder trains from random weights) or "
+                 "pretrained (the paper's: the decoder that python -m sevlm.pretrain trained on "
+                 "text, fine-tuned at a lower rate; docs/regime.md)")
+
+    @staticmethod
+    def regime(args: argparse.Namespace) -> str:
+        return getattr(args, "decoder_init", None) or "scratch"
+
+    def extra_overrides(self, args: argparse.Namespace) -> dict[str, Any]:
+        return {**super().extra_overrides(args), **self.regime_overrides.get(self.regime(args), {})}
+
+    def build(self, args: argparse.Namespace, preset: str, preset_flat: dict[str, Any],
+              fixed: dict[str, Any]):
+        regime = self.regime(args)
+        flags = self
+        if regime in self.regime_variants:
+            flags = dataclasses.replace(self, variants=self.regime_variants[regime],
+                                        quick_variants=self.regime_quick_variants[regime])
+        return GridFlags.build(flags, args, preset, preset_flat, fixed)
 
 
 def report(spec: SweepSpec, outcome: SweepOutcome, run_ids: dict[str, str], out) -> None:
@@ -126,8 +191,9 @@ def print_variant_table(outcome: SweepOutcome, out) -> None:
 SWEEP = Sweep(
     kind="ablations",
     doc=__doc__,
-    strategy=GridFlags(variants=VARIANTS, default_seeds=3, quick_variants=QUICK_VARIANTS, quick_seeds=2,
-                       quick_overrides=QUICK_OVERRIDES, default_seed_counts=ALPHA_SEED_COUNTS),
+    strategy=RegimeGridFlags(variants=VARIANTS, default_seeds=3, quick_variants=QUICK_VARIANTS, quick_seeds=2,
+                             quick_overrides=QUICK_OVERRIDES, default_seed_counts=ALPHA_SEED_COUNTS,
+                             regime_overrides=REGIME_OVERRIDES),
     default_overrides=DEFAULT_OVERRIDES,
     report=report,
 )

@@ -166,6 +166,30 @@ OPENINGS = ("the {c} {o}", "this {c} {o}", "i think the {c} {o}", "the {o} in {c
 ENDINGS = ("", " against the {b} background", " with the {b} colors around it", " in this painting")
 
 
+def object_words() -> frozenset[str]:
+    """The object nouns: every explanation the generator writes names its painting's object
+    (each of :data:`OPENINGS` holds ``{o}``), so a text without these words can equal none
+    of them (the text pre-training corpus relies on it: sevlm/data/text_corpus.py)."""
+    return frozenset(name for objects in OBJECTS.values() for name, _ in objects)
+
+
+def possible_explanations() -> frozenset[str]:
+    """Every explanation :func:`_explanation` can write, whatever the seed and size: an
+    opening about the painting's object and colour, a phrase of the annotator's emotion
+    (any of the nine) and an ending about the background of the painting's emotion."""
+    out = set()
+    for true_emotion, objects in OBJECTS.items():
+        background = PALETTES[true_emotion][0]
+        for obj, _shape in objects:
+            for colour in OBJECT_COLOURS:
+                for opening in OPENINGS:
+                    for phrases in PHRASES.values():
+                        for phrase in phrases:
+                            for ending in ENDINGS:
+                                out.add(f"{opening.format(c=colour, o=obj)} {phrase}{ending.format(b=background)}")
+    return frozenset(out)
+
+
 @dataclass(frozen=True)
 class SyntheticPaths:
     root: Path

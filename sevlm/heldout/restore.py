@@ -38,12 +38,15 @@ def load_trained_model(checkpoint: str | os.PathLike, device: str = "auto") -> T
     """Rebuild the run's tokenizer, VAD lexicon, image encoder and model; load the weights."""
     # Imported here: the training stack is heavy and only needed once a model is loaded.
     from sevlm.model import SEVLM, build_image_encoder
+    from sevlm.pretrain import resolve_decoder_init
     from sevlm.text import SEVLMTokenizer
     from sevlm.training.loop import IMAGE_ENCODER_SEED, resolve_device
     from sevlm.vad import load_lexicon
 
     folder = resolve_checkpoint(checkpoint)
-    cfg = from_json((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    # A run's config.json names the folder its decoder was read from; resolving only
+    # matters for a config written before the run resolved it.
+    cfg = resolve_decoder_init(from_json((folder / CONFIG_FILE).read_text(encoding="utf-8")))
     target = resolve_device(device)
     tokenizer = SEVLMTokenizer.for_decoder(cfg.model.decoder.name_or_path, cfg.model.decoder.bpe_merges)
     lexicon = load_lexicon(cfg.vad.lexicon, cfg.vad.path, cfg.vad.lemmatize)

@@ -2,8 +2,10 @@
 
 All reductions are masked: padding (and, for the contrastive means, positions outside the
 span) never enters a mean, whatever values it holds (``torch.where``, not multiplication,
-so even inf/NaN at masked positions cannot leak in). Losses are computed in float32 so
-they are safe under fp16 autocast.
+so even inf/NaN at masked positions cannot leak in); the one exception is asked for by
+``model.contrastive_mean_includes_padding`` (the reference code's explanation mean, see
+:func:`explanation_span`). Losses are computed in float32 so they are safe under fp16
+autocast.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from sevlm.model.emotion import VAD_DIM
+
+# GPT-2's initializer_range: the reference code's contrastive MLP is initialised with it.
+GPT2_INIT_STD = 0.02
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -53,24 +58,48 @@ class ContrastiveHead(nn.Module):
 
     ``f_I`` are the (projected) image patch tokens, ``f'_M``/``f'_X`` the decoder's last
     hidden states on the prompt / explanation positions (their masked means are the
-    inputs). Two hidden layers of width ``hidden`` with ReLU.
+    inputs). ``layers`` hidden layers of width ``hidden`` with ReLU (default 2; the
+    reference code has 4). ``init``: "pytorch" (nn.Linear's default) or "gpt2" (weights
+    N(0, 0.02), biases 0: what the reference code's GPT-2 ``init_weights`` does to it).
     """
 
-    def __init__(self, image_dim: int, text_dim: int, hidden: int) -> None:
+    def __init__(self, image_dim: int, text_dim: int, hidden: int, layers: int = 2, init: str = "pytorch") -> None:
         super().__init__()
-        self.mlp = nn.Sequential(
-            nn.Linear(image_dim + 2 * text_dim, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, 1),
-        )
+        if layers < 1:
+            raise ValueError(f"the contrastive head needs at least one hidden layer (got {layers})")
+        widths = [image_dim + 2 * text_dim] + [hidden] * layers
+        modules: list[nn.Module] = []
+        for n_in, n_out in zip(widths[:-1], widths[1:]):
+            modules += [nn.Linear(n_in, n_out), nn.ReLU()]
+        modules.append(nn.Linear(hidden, 1))
+        self.mlp = nn.Sequential(*modules)
+        if init == "gpt2":
+            for module in self.mlp:
+                if isinstance(module, nn.Linear):
+                    nn.init.normal_(module.weight, mean=0.0, std=GPT2_INIT_STD)
+                    nn.init.zeros_(module.bias)
+        elif init != "pytorch":
+            raise ValueError(f"contrastive head init must be 'pytorch' or 'gpt2' (got {init!r})")
 
     def forward(self, image_mean: torch.Tensor, prompt_mean: torch.Tensor,
                 explanation_mean: torch.Tensor) -> torch.Tensor:
         """(B, d_I), (B, d), (B, d) -> scores (B,)."""
         feats = torch.cat([image_mean.to(prompt_mean.dtype), prompt_mean, explanation_mean], dim=-1)
         return self.mlp(feats).squeeze(-1)
+
+
+def explanation_span(explanation_mask: torch.Tensor, include_padding: bool = False) -> torch.Tensor:
+    """The positions the explanation mean covers (B, L) bool.
+
+    Default: the explanation itself (" because ... <eos>"). ``include_padding``: from the
+    explanation's first position to the end of the padded sequence, padding included, as
+    the reference code averages ``hidden[:, 6:]`` (the padding positions' hidden states
+    enter the mean; rows with longer explanations get less padding).
+    """
+    span = explanation_mask.bool()
+    if not include_padding:
+        return span
+    return torch.cumsum(span.long(), dim=1) > 0  # from its first position to the end
 
 
 def contrastive_loss(

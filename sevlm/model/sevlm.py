@@ -63,7 +63,14 @@ from sevlm.emotions import EMOTIONS
 from sevlm.model.decoder import SEVLMDecoder, build_decoder
 from sevlm.model.emotion import VADEmotionModel
 from sevlm.model.generation import decode
-from sevlm.model.heads import ContrastiveHead, VADHead, contrastive_loss, emotion_loss, masked_mean
+from sevlm.model.heads import (
+    ContrastiveHead,
+    VADHead,
+    contrastive_loss,
+    emotion_loss,
+    explanation_span,
+    masked_mean,
+)
 from sevlm.text import IGNORE_INDEX, GeneratedTokenFeatures
 
 NEGATIVES = ("neg_wrong_emotion", "neg_other_image")
@@ -154,7 +161,8 @@ class SEVLM(nn.Module):
         contrastive_head = None
         if cfg.use_contrastive:
             contrastive_head = _seeded(
-                seed + _SEED_CONTRASTIVE, lambda: ContrastiveHead(d, d, cfg.contrastive_hidden)
+                seed + _SEED_CONTRASTIVE, lambda: ContrastiveHead(
+                    d, d, cfg.contrastive_hidden, cfg.contrastive_head_layers, cfg.contrastive_head_init)
             )
         return cls(cfg, tokenizer, decoder, vad_model, vad_head, contrastive_head, vad_lexicon)
 
@@ -256,7 +264,8 @@ class SEVLM(nn.Module):
         if self.contrastive_head is not None:
             image_mean = enc.mean(dim=1)
             prompt_mean = masked_mean(h_pos, pos["prompt_mask"])
-            explanation_means = masked_mean(hidden, merged["explanation_mask"])
+            explanation_means = masked_mean(hidden, explanation_span(
+                merged["explanation_mask"], self.cfg.contrastive_mean_includes_padding))
             all_scores = self.contrastive_head(
                 image_mean.repeat(n, 1), prompt_mean.repeat(n, 1), explanation_means
             ).view(n, bsz)

@@ -121,6 +121,11 @@ class RunContext:
 
 
 def build_context(cfg: ExperimentConfig) -> RunContext:
+    from sevlm.pretrain import resolve_decoder_init
+
+    # model.decoder_init=pretrained: the text-pretrained decoder's folder (built once, then
+    # shared); the run's config, params and checkpoints name the folder it read.
+    cfg = resolve_decoder_init(cfg)
     ensure_pretrained_available(cfg.model)  # before any data work: fail fast, once
     keep_freed_memory()
     device = resolve_device(cfg.train.device)

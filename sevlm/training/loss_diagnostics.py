@@ -11,7 +11,12 @@ Trains one configuration (the same data, model and optimiser as ``sevlm.train``)
   pulls the shared weights against the language model);
 - the norm of the whole gradient and the factor by which ``train.grad_clip`` scales it
   (every term, the language term included, is scaled by that factor);
-- how far each module has moved from its initial weights (relative drift).
+- how far each module has moved from its initial weights (relative drift);
+- the contrastive scores S of the batch: the largest |S| (the reference code computes its
+  loss as ``-log(exp(S+) / sum exp(S))`` without log-sum-exp, which overflows once a score
+  passes ``log(float32 max)`` = 88.7, or 11.1 in fp16; this project's loss cannot) and the
+  margin, the positive score minus the largest negative one (mean over the batch; a large
+  margin means the head already tells the pairs apart and the loss has little left to say).
 
 A term that drowns the language loss shows as a gradient norm well above the language
 term's, a negative cosine, or a clip factor well below 1 that appears only when it is on.
@@ -52,6 +57,43 @@ class Snapshot:
     # ||W_t - W_0|| / ||W_0|| per module: how far training has moved it from its start
     # (the fusion starts as the identity; a large drift scrambles the word embeddings).
     per_module_drift: dict[str, float] = field(default_factory=dict)
+    # The contrastive scores (None without the contrastive head): max |S| over the batch's
+    # positives and valid negatives, and the mean of positive - max valid negative.
+    max_abs_score: float | None = None
+    score_margin: float | None = None
+
+
+# Where exp(S) overflows: the reference code's un-stabilised loss fails above these.
+EXP_OVERFLOW = {name: math.log(torch.finfo(getattr(torch, name)).max) for name in ("float16", "float32")}
+
+
+def score_stats(scores: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[float, float]:
+    """(max |S|, mean margin) of contrastive scores (B, 1 + n_neg), positive first.
+
+    ``valid`` (B, n_neg) bool: negatives left out of a row's softmax are left out here too
+    (a row without a valid negative has no margin and is not averaged).
+    """
+    scores = scores.detach().float()
+    pos, neg = scores[:, 0], scores[:, 1:]
+    keep = torch.ones_like(neg, dtype=torch.bool) if valid is None else valid.bool()
+    max_abs = float(torch.where(torch.cat([torch.ones_like(pos, dtype=torch.bool)[:, None], keep], 1),
+                                scores.abs(), torch.zeros((), dtype=scores.dtype)).max())
+    best_neg = torch.where(keep, neg, torch.full((), float("-inf"))).max(dim=1).values
+    rows = keep.any(dim=1)
+    margin = float((pos - best_neg)[rows].mean()) if bool(rows.any()) else float("nan")
+    return max_abs, margin
+
+
+def negative_validity(model, batch: dict) -> torch.Tensor | None:
+    """(B, n_neg) bool in the order of ``model.negatives`` (see SEVLM.forward)."""
+    if not model.negatives:
+        return None
+    size = batch["input_ids"].shape[0]
+    cols = []
+    for name in model.negatives:
+        valid = batch.get("neg_wrong_emotion_valid") if name == "neg_wrong_emotion" else None
+        cols.append(torch.ones(size, dtype=torch.bool) if valid is None else valid.bool().cpu())
+    return torch.stack(cols, dim=1)
 
 
 def shared_parameters(model) -> list[torch.nn.Parameter]:
@@ -87,10 +129,15 @@ def _flat(grads, params) -> torch.Tensor:
     ])
 
 
-def measure(model, batch: dict, grad_clip: float) -> tuple[dict[str, TermSnapshot], float, float, dict[str, float]]:
-    """Per-term values and gradients for one batch (no optimiser step, grads left clear)."""
+def measure(model, batch: dict, grad_clip: float
+            ) -> tuple[dict[str, TermSnapshot], float, float, dict[str, float], tuple]:
+    """Per-term values and gradients for one batch (no optimiser step, grads left clear),
+    and the contrastive scores' (max |S|, margin) ((None, None) without the head)."""
     model.zero_grad(set_to_none=True)
     out = model(batch)
+    scores = (None, None)
+    if out.contrastive_scores is not None:
+        scores = score_stats(out.contrastive_scores.cpu(), negative_validity(model, batch))
     shared = shared_parameters(model)
     terms = weighted_terms(model, out)
     flats = {}
@@ -117,7 +164,7 @@ def measure(model, batch: dict, grad_clip: float) -> tuple[dict[str, TermSnapsho
     total = float(torch.cat(all_grads).norm())
     clip = min(1.0, grad_clip / (total + 1e-6)) if grad_clip else 1.0
     model.zero_grad(set_to_none=True)
-    return snaps, total, clip, per_module
+    return snaps, total, clip, per_module, scores
 
 
 def run(cfg: ExperimentConfig, steps: int, every: int, stream=sys.stdout) -> list[Snapshot]:
@@ -136,14 +183,14 @@ def run(cfg: ExperimentConfig, steps: int, every: int, stream=sys.stdout) -> lis
         for batch in loader:
             if step % every == 0 or step == steps - 1:
                 ctx.model.train()
-                terms, total, clip, modules = measure(
+                terms, total, clip, modules, (max_abs, margin) = measure(
                     ctx.model, _to_device(batch, ctx.device), cfg.train.grad_clip
                 )
                 drift = {
                     name: float((_weights(m) - initial[name]).norm() / initial[name].norm().clamp(min=1e-12))
                     for name, m in modules_of(ctx.model).items()
                 }
-                snap = Snapshot(step, terms, total, clip, modules, drift)
+                snap = Snapshot(step, terms, total, clip, modules, drift, max_abs, margin)
                 snapshots.append(snap)
                 print(format_snapshot(snap, header=len(snapshots) == 1), file=stream, flush=True)
             train_step(ctx, batch)
@@ -158,7 +205,7 @@ def format_snapshot(snap: Snapshot, header: bool = False) -> str:
     cols = ["step"]
     for t in TERMS:
         cols += [f"{t[:4]}", f"|g {t[:4]}|", f"cos"]
-    cols += ["|g all|", "clip"]
+    cols += ["|g all|", "clip", "max|S|", "margin"]
     row = [f"{snap.step:5d}"]
     for t in TERMS:
         s = snap.terms.get(t)
@@ -166,11 +213,26 @@ def format_snapshot(snap: Snapshot, header: bool = False) -> str:
             f"{s.value:.3f}", f"{s.grad_norm:.3f}", f"{s.cosine_to_language:+.2f}"
         ]
     row += [f"{snap.total_grad_norm:.3f}", f"{snap.clip_factor:.2f}"]
+    row += ["-", "-"] if snap.max_abs_score is None else [f"{snap.max_abs_score:.2f}", f"{snap.score_margin:+.2f}"]
     line = "  ".join(f"{c:>9}" for c in row)
     line += "   drift " + " ".join(f"{k}={v:.2f}" for k, v in snap.per_module_drift.items())
     if header:
         return "  ".join(f"{c:>9}" for c in cols) + "\n" + line
     return line
+
+
+def overflow_note(snapshots: list[Snapshot]) -> str | None:
+    """A line when some score would have overflowed the reference code's loss."""
+    worst = max((s.max_abs_score for s in snapshots if s.max_abs_score is not None), default=None)
+    if worst is None:
+        return None
+    over = [name for name, limit in EXP_OVERFLOW.items() if worst > limit]
+    if over:
+        return (f"largest |S| {worst:.1f}: past where exp(S) overflows (S > 0) or vanishes (S < 0) in "
+                f"{' and '.join(over)}, so the reference code's contrastive loss, computed without "
+                "log-sum-exp, would have been inf/NaN or cut off here (this project's is not)")
+    return (f"largest |S| {worst:.1f}: below the overflow of exp(S) in fp16 ({EXP_OVERFLOW['float16']:.1f}) "
+            f"and float32 ({EXP_OVERFLOW['float32']:.1f})")
 
 
 def all_finite(snapshots: list[Snapshot]) -> bool:
@@ -197,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     snapshots = run(cfg, args.steps, args.every)
+    note = overflow_note(snapshots)
+    if note:
+        print(note)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump([asdict(s) for s in snapshots], f, indent=1)
