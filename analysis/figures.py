@@ -58,10 +58,7 @@ def ablation_figure(variants: list[str], metrics: list[str], intervals: pd.DataF
             row = intervals[(intervals["variant"] == variant) & (intervals["metric"] == metric)].iloc[0]
             color = COLORS[i % len(COLORS)]
             ax.bar(i, row["score"], width=0.7, color=color, alpha=0.55, edgecolor=color)
-            whisker = ax.errorbar(i, row["score"], yerr=[[row["score"] - row["ci_low"]], [row["ci_high"] - row["score"]]],
-                                  color="black" if _counted(row) else _CONDITIONAL["color"], capsize=4, linewidth=1.2)
-            if not _counted(row):
-                whisker[2][0].set_linestyle(_CONDITIONAL["linestyle"])
+            _whisker(ax, i, row, "black", linewidth=1.2)
             dots = seeds[(seeds["variant"] == variant) & (seeds["metric"] == metric)]["score"].to_numpy()
             ax.scatter(i + _dot_offsets(len(dots)), dots, s=14, color="black", zorder=3)
             tops.append(max([row["ci_high"], *dots]))
@@ -98,6 +95,15 @@ def _stars(comparisons: pd.DataFrame, metric: str) -> dict[str, str]:
     return {v: s if t else _NOT_TESTABLE_MARK for v, s, t in zip(rows["variant"], rows["stars"], rows["testable"])}
 
 
+def _whisker(ax, x, row, color, **kwargs) -> None:
+    """The 95% interval of ``row``; grey and dashed where it is the paintings' alone."""
+    counted = _counted(row)
+    lines = ax.errorbar(x, row["score"], yerr=[[row["score"] - row["ci_low"]], [row["ci_high"] - row["score"]]],
+                        color=color if counted else _CONDITIONAL["color"], capsize=4, **kwargs)
+    if not counted:
+        lines[2][0].set_linestyle(_CONDITIONAL["linestyle"])
+
+
 def _counted(row) -> bool:
     """Whether an interval counts the seeds (else the paintings' alone); older frames lack the column."""
     return bool(row.get("seeds_counted", True))
@@ -114,11 +120,7 @@ def alpha_curve(metrics: list[str], intervals: pd.DataFrame, seeds: pd.DataFrame
         rows = rows.sort_values("alpha")
         ax.plot(rows["alpha"], rows["score"], marker="o", color=COLORS[0])
         for _, row in rows.iterrows():
-            whisker = ax.errorbar(row["alpha"], row["score"], yerr=[[row["score"] - row["ci_low"]],
-                                                                    [row["ci_high"] - row["score"]]],
-                                  color=COLORS[0] if _counted(row) else _CONDITIONAL["color"], capsize=4)
-            if not _counted(row):
-                whisker[2][0].set_linestyle(_CONDITIONAL["linestyle"])
+            _whisker(ax, row["alpha"], row, COLORS[0])
         dots = seeds[(seeds["metric"] == metric) & seeds["variant"].isin(present)]
         ax.scatter(dots["variant"].map(alphas), dots["score"], s=12, color="black", zorder=3, alpha=0.7)
         ax.set_xscale("log")

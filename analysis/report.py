@@ -177,9 +177,9 @@ def _methods(sweep: Sweep, seeds, aligned, settings, present: set[str], comparis
         _pairing(comparisons, seeds),
         f"Test paintings: {len(aligned.paintings)} ({with_dominant} with a dominant emotion: ACC, closed ACC "
         "and EA count only these).",
-        f"Family: {len(settings.family)} comparisons (every variant x {', '.join(starred) or 'none'}); "
-        "Holm correction over its testable comparisons (statsmodels multipletests, method 'holm'); stars "
-        "from the adjusted p: * < 0.05, ** < 0.01, *** < 0.001, n.s. otherwise.",
+        f"Family: {len(settings.family)} comparisons (every variant x {', '.join(starred) or 'none'}), "
+        f"{_testable(comparisons)} of them testable; Holm correction over those (statsmodels multipletests, "
+        "method 'holm'); stars from the adjusted p: * < 0.05, ** < 0.01, *** < 0.001, n.s. otherwise.",
         f"Secondary, conditional on the trained models: paired approximate randomisation over the paintings "
         f"of each seed (B = {settings.n_resamples}, resampling seed {settings.seed} + seed index), reported as "
         f"'k of n seeds' with raw p < {significance.SEED_LEVEL}. It says whether these trained models differ on "
@@ -192,6 +192,12 @@ def _methods(sweep: Sweep, seeds, aligned, settings, present: set[str], comparis
         f"METEOR was not computed by these runs ({', '.join(missing)} left out of the family; "
         "rerun with --set eval.use_meteor=true).",
     ])
+
+
+def _testable(comparisons) -> int:
+    if comparisons.empty:
+        return 0
+    return int((comparisons["in_family"] & comparisons["testable"]).sum())
 
 
 def _cost(sweep: Sweep, doc: Document, out: Path, group_by_variant: bool) -> None:

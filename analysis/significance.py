@@ -75,7 +75,8 @@ def compare(sweep: Sweep, aligned: Aligned, settings: TestSettings) -> pd.DataFr
         return table
     table["p_holm"] = np.nan
     # "not testable" is a verdict on a starred comparison; the other metrics never get stars
-    table["stars"] = [seed_test.NOT_TESTABLE if f and not t else "" for f, t in zip(table["in_family"], table["testable"])]
+    table["stars"] = [seed_test.NOT_TESTABLE if family and not testable else ""
+                      for family, testable in zip(table["in_family"], table["testable"])]
     mask = (table["in_family"] & table["testable"]).to_numpy()
     if mask.any():
         adjusted = stats.holm(table.loc[mask, "p_raw"].to_numpy())

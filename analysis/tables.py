@@ -166,7 +166,8 @@ def comparison_tables(comparisons: pd.DataFrame, n_resamples: int) -> tuple[Tabl
 def _test(row) -> str:
     if not row.testable:
         return f"{NOT_TESTABLE}: {row.not_testable_reason}"
-    return f"t, {int(row.seed_df)} df (seeds) + paintings {100 * row.painting_share:.0f}% (eff. df {row.effective_df:.1f})"
+    return (f"t, {int(row.seed_df)} df (seeds) + paintings {100 * row.painting_share:.0f}% "
+            f"(eff. df {row.effective_df:.1f})")
 
 
 def _p(p: float) -> str:

@@ -159,7 +159,8 @@ def test_planted_difference_gets_stars_and_identical_variant_is_not_significant(
     assert "not testable: 2 paired seeds (needs 3)" in table and "t, 2 df (seeds)" in table
     assert "given the trained models" in table
     intervals = pd.read_csv(out / "intervals.csv").set_index(["variant", "metric"])
-    assert not intervals.loc[(ONE_SEED, P.BLEU[3]), "seeds_counted"] and intervals.loc[(FULL, P.BLEU[3]), "seeds_counted"]
+    assert not intervals.loc[(ONE_SEED, P.BLEU[3]), "seeds_counted"]
+    assert intervals.loc[(FULL, P.BLEU[3]), "seeds_counted"]
     assert (intervals["ci_low"] < intervals["score"]).all() and (intervals["score"] < intervals["ci_high"]).all()
 
 
