@@ -17,7 +17,8 @@ and the power, for:
     python benchmarks/bench_significance_calibration.py --quick    # a few cells
 
 The full grid (2 metrics x 2 x 3 x 2 x 5 = 120 cells, 300 nulls + 100 effects each) took
-about 17 minutes on one core of the development machine (see docs/significance.md).
+1198 s (20.0 min) on one core of the shared development machine at nice 10; its table is
+in docs/significance.md. --quick takes about 10 s.
 """
 
 from __future__ import annotations
