@@ -18,7 +18,7 @@ and the power, for:
 
 The full grid (2 metrics x 2 x 3 x 2 x 5 = 120 cells, 300 nulls + 100 effects each) took
 1198 s (20.0 min) on one core of the shared development machine at nice 10; its table is
-in docs/significance.md. --quick takes about 10 s.
+in docs/significance.md. --quick (12 cells) took 6 s.
 """
 
 from __future__ import annotations

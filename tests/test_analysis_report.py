@@ -240,3 +240,18 @@ def test_cli_rebuilds_from_the_store_alone_without_ray(ablation_store, tmp_path)
     from analysis.__main__ import main
 
     assert main(["nope", "--tracking-uri", uri, "--no-log"]) == 2
+
+
+def test_a_variant_without_a_seed_in_common_is_not_testable():
+    from analysis import significance
+    from analysis.predictions import METRICS, align
+
+    frames = {f"{v}-{s}": P.per_painting_frame(planted_predictions(q, s)) for v, q, s in
+              ((FULL, GOOD, 0), (FULL, GOOD, 1), (FULL, GOOD, 2), ("no_contrastive", BAD, 3), ("no_contrastive", BAD, 4))}
+    pairs = {(name.rsplit("-", 1)[0], int(name.rsplit("-", 1)[1])): name for name in frames}
+    seeds = {FULL: [0, 1, 2], "no_contrastive": [3, 4]}
+    settings = significance.TestSettings(n_resamples=99, seed=0)
+    row = significance._compare_one(pairs, align(frames), FULL, "no_contrastive", [], seeds, METRICS[P.BLEU[3]],
+                                     settings, True)
+    assert not row["testable"] and row["not_testable_reason"] == "no seed in common with the reference"
+    assert np.isnan(row["p_raw"]) and row["seeds"] == "0,1,2 vs 3,4" and row["delta"] > 0 and row["ar_seeds"] is None
