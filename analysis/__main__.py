@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="MLflow experiment (default: the sweeps' default, else whichever holds the sweep)")
     parser.add_argument("--out", default=None, help="output folder (default reports/<sweep>)")
     parser.add_argument("--resamples", type=int, default=None,
-                        help="bootstrap / randomisation resamples (raised to what the Holm family needs)")
+                        help="resamples of the per-seed approximate randomisation (default 10000; the stars need none)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="resampling seed (recorded in the report)")
     parser.add_argument("--no-log", action="store_true", help="do not log the report to the parent run")
     args = parser.parse_args(argv)

@@ -18,6 +18,11 @@ from analysis.tables import variant_label  # noqa: E402
 from sevlm.variants import ALPHA_VARIANTS  # noqa: E402
 
 COLORS = plt.get_cmap("tab10").colors
+# Whiskers of a variant with fewer seeds than a test needs: the paintings' interval alone.
+_CONDITIONAL = {"color": "0.55", "linestyle": "--"}
+_NOT_TESTABLE_MARK = "n.t."
+INTERVAL_NOTE = ("whiskers: 95% interval over seeds and test paintings; grey dashed: fewer than 3 seeds, "
+                 "test paintings only (given the trained models)")
 # Dots of one variant spread over this fraction of the bar's width.
 _JITTER = 0.5
 
@@ -42,8 +47,9 @@ def _grid(n: int, max_cols: int = 3, size=(3.4, 3.0)):
 
 def ablation_figure(variants: list[str], metrics: list[str], intervals: pd.DataFrame, seeds: pd.DataFrame,
                     comparisons: pd.DataFrame, title: str):
-    """One panel per metric; a bar per variant (seed mean) with its 95% CI, a dot per seed,
-    and the stars of the variant's comparison with the full model (the first variant)."""
+    """One panel per metric; a bar per variant (seed mean) with its 95% interval (``intervals``
+    of ``analysis.significance``), a dot per seed, and the stars of the variant's comparison with
+    the full model (the first variant; "n.t." where not testable)."""
     fig, axes = _grid(len(metrics))
     for ax, metric in zip(axes, metrics):
         marks = _stars(comparisons, metric)
@@ -52,8 +58,7 @@ def ablation_figure(variants: list[str], metrics: list[str], intervals: pd.DataF
             row = intervals[(intervals["variant"] == variant) & (intervals["metric"] == metric)].iloc[0]
             color = COLORS[i % len(COLORS)]
             ax.bar(i, row["score"], width=0.7, color=color, alpha=0.55, edgecolor=color)
-            ax.errorbar(i, row["score"], yerr=[[row["score"] - row["ci_low"]], [row["ci_high"] - row["score"]]],
-                        color="black", capsize=4, linewidth=1.2)
+            _whisker(ax, i, row, "black", linewidth=1.2)
             dots = seeds[(seeds["variant"] == variant) & (seeds["metric"] == metric)]["score"].to_numpy()
             ax.scatter(i + _dot_offsets(len(dots)), dots, s=14, color="black", zorder=3)
             tops.append(max([row["ci_high"], *dots]))
@@ -71,8 +76,9 @@ def ablation_figure(variants: list[str], metrics: list[str], intervals: pd.DataF
     handles = [plt.Rectangle((0, 0), 1, 1, color=COLORS[i % len(COLORS)], alpha=0.55) for i in range(len(variants))]
     fig.legend(handles, [variant_label(v) for v in variants], loc="lower center", ncol=min(len(variants), 4),
                frameon=False, bbox_to_anchor=(0.5, -0.02))
-    fig.suptitle(title + "\nstars: against " + variant_label(variants[0])
-                 + ", paired hierarchical bootstrap, Holm-adjusted", fontsize=11)
+    fig.suptitle(title + "\nstars: against " + variant_label(variants[0]) + ", t over seeds x paintings, "
+                 f"Holm-adjusted; {_NOT_TESTABLE_MARK} = not testable (< 3 seeds)", fontsize=11)
+    fig.text(0.5, -0.03, INTERVAL_NOTE, ha="center", va="top", fontsize=8)  # below the legend (tight bbox)
     fig.tight_layout(rect=(0, 0.07, 1, 0.97))
     return fig
 
@@ -86,11 +92,25 @@ def _stars(comparisons: pd.DataFrame, metric: str) -> dict[str, str]:
     if comparisons.empty:
         return {}
     rows = comparisons[(comparisons["metric"] == metric) & comparisons["in_family"]]
-    return dict(zip(rows["variant"], rows["stars"]))
+    return {v: s if t else _NOT_TESTABLE_MARK for v, s, t in zip(rows["variant"], rows["stars"], rows["testable"])}
+
+
+def _whisker(ax, x, row, color, **kwargs) -> None:
+    """The 95% interval of ``row``; grey and dashed where it is the paintings' alone."""
+    counted = _counted(row)
+    lines = ax.errorbar(x, row["score"], yerr=[[row["score"] - row["ci_low"]], [row["ci_high"] - row["score"]]],
+                        color=color if counted else _CONDITIONAL["color"], capsize=4, **kwargs)
+    if not counted:
+        lines[2][0].set_linestyle(_CONDITIONAL["linestyle"])
+
+
+def _counted(row) -> bool:
+    """Whether an interval counts the seeds (else the paintings' alone); older frames lack the column."""
+    return bool(row.get("seeds_counted", True))
 
 
 def alpha_curve(metrics: list[str], intervals: pd.DataFrame, seeds: pd.DataFrame):
-    """Each metric against α (log axis): seed mean with its 95% CI and a dot per seed."""
+    """Each metric against α (log axis): seed mean with its 95% interval and a dot per seed."""
     alphas = {name: alpha for alpha, name in ALPHA_VARIANTS.items()}
     present = [v for v in alphas if v in set(intervals["variant"])]
     fig, axes = _grid(len(metrics))
@@ -98,8 +118,9 @@ def alpha_curve(metrics: list[str], intervals: pd.DataFrame, seeds: pd.DataFrame
         rows = intervals[(intervals["metric"] == metric) & intervals["variant"].isin(present)].copy()
         rows["alpha"] = rows["variant"].map(alphas)
         rows = rows.sort_values("alpha")
-        ax.errorbar(rows["alpha"], rows["score"], yerr=[rows["score"] - rows["ci_low"], rows["ci_high"] - rows["score"]],
-                    marker="o", capsize=4, color=COLORS[0])
+        ax.plot(rows["alpha"], rows["score"], marker="o", color=COLORS[0])
+        for _, row in rows.iterrows():
+            _whisker(ax, row["alpha"], row, COLORS[0])
         dots = seeds[(seeds["metric"] == metric) & seeds["variant"].isin(present)]
         ax.scatter(dots["variant"].map(alphas), dots["score"], s=12, color="black", zorder=3, alpha=0.7)
         ax.set_xscale("log")
@@ -108,8 +129,9 @@ def alpha_curve(metrics: list[str], intervals: pd.DataFrame, seeds: pd.DataFrame
         ax.set_xlabel("α")
         ax.set_title(LABELS.get(metric, metric), fontsize=11)
         ax.grid(alpha=0.3)
-    fig.suptitle("Sensitivity to α (95% CI, dots: seeds)", fontsize=12)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.suptitle("Sensitivity to α (dots: seeds)", fontsize=12)
+    fig.text(0.5, 0.005, INTERVAL_NOTE, ha="center", fontsize=8)
+    fig.tight_layout(rect=(0, 0.03, 1, 0.95))
     return fig
 
 

@@ -5,20 +5,24 @@ columns of a ``CorpusMetric``; both systems list the same paintings in the same 
 Every resample recomputes the corpus score from sums of the statistics (as sacrebleu's
 paired tests do), so corpus BLEU keeps its one brevity penalty per corpus.
 
-- ``paired_hierarchical_bootstrap`` (the primary test, behind the stars): each replicate
+The report's stars come from ``analysis.seed_test`` (seeds x paintings, generalised t),
+whose false-positive rate holds where this bootstrap's does not (docs/significance.md).
+
+- ``paired_hierarchical_bootstrap`` (the stars' test before; kept as the benchmark's
+  comparison, benchmarks/bench_significance_calibration.py): each replicate
   resamples seeds and paintings with replacement, the same painting indices for both
   systems and all seeds, and averages the per-seed corpus scores (MultiBERTs'
   multibootstrap). Resampling both levels counts test-set noise twice, so it errs on the
   conservative side while seeds differ little beyond test-set noise; but 3-5 seeds whose
   spread dominates are resampled too narrowly. On planted nulls at 0.05: seed-to-seed sd
   of delta 2x its test-set standard error gives 9% (3 seeds) / 7% (5) false positives,
-  4.5x gives 20% / 14%. Report the per-seed numbers beside the stars.
-- ``paired_approximate_randomization`` (secondary, one seed): swaps each painting's
+  4.5x gives 20% / 14%.
+- ``paired_approximate_randomization`` (secondary, one seed, conditional on its trained
+  models): swaps each painting's
   statistics between the systems with probability 0.5 (Riezler & Maxwell 2005).
 
 Both p-values are two-sided and (k + 1) / (B + 1): with B resamples nothing below
-1 / (B + 1) can be reported, see ``min_resamples``. Stars never come from a test over the
-3-5 seed-level numbers alone (the smallest exact two-sided p with 3 seeds is 0.25).
+1 / (B + 1) can be reported, see ``min_resamples``.
 Replicates are computed in blocks as (count matrix) @ (statistics), without a Python loop
 over replicates.
 """

@@ -25,6 +25,7 @@ from analysis.predictions import (
     UNIQUE,
 )
 from analysis.runs import Sweep
+from analysis.seed_test import MIN_SEEDS, NAME as TEST_NAME, NOT_TESTABLE
 from sevlm.heldout import HELDOUT_DATASETS
 from sevlm.heldout.evaluation import CLOSED_ACC as HELDOUT_CLOSED_ACC
 from sevlm.training.evaluation import INFERENCE_SECONDS, TRAINABLE_PARAMETERS
@@ -40,6 +41,7 @@ HELDOUT_METRICS = tuple(schema.heldout_metric(d, HELDOUT_CLOSED_ACC) for d in HE
 HELDOUT_LABELS = {key: f"held-out ACC ({d})" for key, d in zip(HELDOUT_METRICS, HELDOUT_DATASETS)}
 NOT_LOGGED = "not logged"
 DATASET_PARAM = "data.dataset"
+SECONDARY_COLUMN = "AR seeds p<0.05 (given the trained models)"
 
 
 @dataclass
@@ -122,8 +124,9 @@ def variants_table(sweep: Sweep) -> Table:
 
 
 def comparison_tables(comparisons: pd.DataFrame, n_resamples: int) -> tuple[Table, Table]:
-    """Every variant against the full model: the starred family (Δ, 95% CI, raw and Holm p,
-    stars, k of n seeds), and every other metric (Δ, CI, raw p: for reading, no stars)."""
+    """Every variant against the full model: the starred family (Δ, per-seed Δ, 95% CI, the test
+    and its df, raw and Holm p, stars or "not testable", k of n seeds), and every other metric
+    (the same without Holm and stars: for reading)."""
     def rows(frame: pd.DataFrame, family: bool) -> pd.DataFrame:
         out = []
         for r in frame.itertuples(index=False):
@@ -133,35 +136,45 @@ def comparison_tables(comparisons: pd.DataFrame, n_resamples: int) -> tuple[Tabl
                 "SEVLM": f"{r.reference:.2f}",
                 "variant score": f"{r.score:.2f}",
                 "Δ (SEVLM − variant)": f"{r.delta:+.2f}",
-                "95% CI": f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]",
-                "p (raw)": _p(r.p_raw, n_resamples),
+                "Δ per seed": r.seed_deltas if isinstance(r.seed_deltas, str) and r.seed_deltas else "–",
+                "95% CI": f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]" if r.testable else "–",
+                "test": _test(r),
+                "p (raw)": _p(r.p_raw),
             }
             if family:
-                row["p (Holm)"] = _p(r.p_holm, n_resamples)
+                row["p (Holm)"] = _p(r.p_holm)
                 row["stars"] = r.stars
-                row["AR seeds p<0.05"] = "–" if pd.isna(r.ar_seeds) else f"{int(r.ar_significant)} of {int(r.ar_seeds)}"
+                row[SECONDARY_COLUMN] = ("–" if pd.isna(r.ar_seeds)
+                                         else f"{int(r.ar_significant)} of {int(r.ar_seeds)}")
             out.append(row)
         return pd.DataFrame(out)
 
     in_family = comparisons["in_family"].astype(bool)
+    note = (f"Stars: Holm-adjusted p of the {TEST_NAME} (k − 1 df for the seeds' part, shared painting noise counted "
+            "once; docs/significance.md) over the family's testable comparisons (every variant x starred metric). "
+            f"'not testable': fewer than {MIN_SEEDS} seeds paired with SEVLM, no claim is made. "
+            f"{SECONDARY_COLUMN}: approximate randomisation over the paintings of each seed's trained pair "
+            f"(B = {n_resamples}, raw p), conditional on those trained models.")
     starred = Table("comparisons", "Every variant against SEVLM (starred metrics)",
-                    rows(comparisons[in_family], True), comparisons[in_family],
-                    "Stars from the Holm-adjusted p of the paired hierarchical bootstrap over the family "
-                    "(every variant x starred metric). AR: approximate randomisation per seed, raw p.")
+                    rows(comparisons[in_family], True), comparisons[in_family], note)
     other = Table("comparisons_other", "Every variant against SEVLM (other metrics, no correction, no stars)",
                   rows(comparisons[~in_family], False), comparisons[~in_family],
-                  "Raw p of the same bootstrap, for reading only: not corrected, never starred.")
+                  "Raw p of the same test, for reading only: not corrected, never starred.")
     return starred, other
 
 
-def _p(p: float, n_resamples: int) -> str:
+def _test(row) -> str:
+    if not row.testable:
+        return f"{NOT_TESTABLE}: {row.not_testable_reason}"
+    return (f"t, {int(row.seed_df)} df (seeds) + paintings {100 * row.painting_share:.0f}% "
+            f"(eff. df {row.effective_df:.1f})")
+
+
+def _p(p: float) -> str:
     if p is None or (isinstance(p, float) and math.isnan(p)):
         return "–"
-    floor = 1 / (n_resamples + 1)
-    if p <= floor * 1.0001:
-        return f"≤{floor:.1g}"  # no resample as extreme: the test cannot say more
     # Enough digits that a Holm-adjusted p just under a star's threshold does not print as it.
-    return f"{p:.2g}" if p >= 0.01 else f"{p:.4g}"
+    return f"{p:.2g}" if p >= 0.01 else f"{p:.4g}" if p >= 1e-4 else f"{p:.1e}"
 
 
 def per_seed_table(sweep: Sweep) -> Table:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.entities import Metric, Param
+from statsmodels.stats.multitest import multipletests
 
 from analysis import predictions as P
 from analysis.report import REPORT_ARTIFACT_DIR, build_report
@@ -27,10 +28,11 @@ from trainables import tracking_schema as schema
 N_PAINTINGS = 120
 SEEDS = [0, 1, 2]
 GOOD, BAD = 0.6, 0.35  # unigram precision of the planted systems
-# variant -> (its quality, the seed that plants its statistics): "no_vad_head" reuses the full
-# model's statistics exactly (identical systems), "no_contrastive" is clearly worse.
-PLANTED = {FULL: (GOOD, 0), "no_vad_head": (GOOD, 0), "no_contrastive": (BAD, 1), "baseline": (BAD, 2),
-           "alpha_0.5": (0.55, 3), "alpha_4": (0.5, 4)}
+# variant -> (its quality, the seed that plants its statistics): "no_vad_features" and
+# "no_vad_head" reuse the full model's statistics exactly (identical systems; the second loses
+# a seed), "no_contrastive" is clearly worse.
+PLANTED = {FULL: (GOOD, 0), "no_vad_features": (GOOD, 0), "no_vad_head": (GOOD, 0), "no_contrastive": (BAD, 1),
+           "baseline": (BAD, 2), "alpha_0.5": (0.55, 3), "alpha_4": (0.5, 4)}
 FAILED = ("baseline", 2)
 MISSING = ("no_vad_head", 2)
 ONE_SEED = "alpha_4"  # the grid runs it at seed 0 only, as sweeps/ablations.py does the alpha grid
@@ -132,15 +134,34 @@ def test_planted_difference_gets_stars_and_identical_variant_is_not_significant(
     family = pd.read_csv(out / "comparisons.csv")
     assert family["in_family"].all() and set(family["metric"]) == set(P.STARRED)
     worse = family[family["variant"] == "no_contrastive"]
-    assert (worse["stars"] == "***").all() and (worse["delta"] > 0).all() and (worse["p_holm"] < 0.001).all()
-    same = family[family["variant"] == "no_vad_head"]
+    # 3 seeds: the seeds' part has 2 df, so even a planted 12-20 point gap gets ** or ***
+    assert worse["stars"].isin(["**", "***"]).all() and (worse["delta"] > 0).all() and (worse["p_holm"] < 0.01).all()
+    assert (worse["seed_df"] == 2).all() and worse["testable"].all()
+    assert all(len(d.split(";")) == 3 for d in worse["seed_deltas"])  # the per-seed differences, shown
+    assert (worse["ci_low"] > 0).all() and (worse["ci_low"] < worse["delta"]).all()
+    same = family[family["variant"] == "no_vad_features"]
     assert (same["stars"] == "n.s.").all() and np.allclose(same["delta"], 0) and (same["p_raw"] == 1).all()
+    # two paired seeds (one missing) and one seed (the alpha grid): not testable, no p, no stars
+    for variant, seeds in (("no_vad_head", 2), (ONE_SEED, 1)):
+        rows = family[family["variant"] == variant]
+        assert (rows["stars"] == "not testable").all() and rows["p_raw"].isna().all() and rows["p_holm"].isna().all()
+        assert rows["not_testable_reason"].str.contains(f"{seeds} paired seed").all()
+        assert (rows["ar_seeds"] == seeds).all()  # the per-seed test, conditional on the models, stays
     # secondary: every paired seed significant for the planted difference, none for the identical one
     assert (worse["ar_significant"] == worse["ar_seeds"]).all() and (same["ar_significant"] == 0).all()
-    # Holm over the family: adjusted >= raw; the other metrics are never starred
-    assert (family["p_holm"] >= family["p_raw"] - 1e-12).all()
+    # Holm over the family's testable comparisons, as statsmodels computes it
+    testable = family[family["testable"]]
+    assert np.allclose(testable["p_holm"], multipletests(testable["p_raw"], method="holm")[1])
     other = pd.read_csv(out / "comparisons_other.csv")
-    assert not other["in_family"].any() and other["stars"].isna().all() and P.ACC in set(other["metric"])
+    assert not other["in_family"].any() and other["stars"].isna().all()
+    assert P.ACC in set(other["metric"])
+    table = (out / "comparisons.md").read_text()
+    assert "not testable: 2 paired seeds (needs 3)" in table and "t, 2 df (seeds)" in table
+    assert "given the trained models" in table
+    intervals = pd.read_csv(out / "intervals.csv").set_index(["variant", "metric"])
+    assert not intervals.loc[(ONE_SEED, P.BLEU[3]), "seeds_counted"]
+    assert intervals.loc[(FULL, P.BLEU[3]), "seeds_counted"]
+    assert (intervals["ci_low"] < intervals["score"]).all() and (intervals["score"] < intervals["ci_high"]).all()
 
 
 def test_failed_and_missing_runs_are_named_and_the_short_variant_flagged(ablation_store):
@@ -153,7 +174,8 @@ def test_failed_and_missing_runs_are_named_and_the_short_variant_flagged(ablatio
     # a variant the grid ran at one seed by design is flagged as such, never as missing
     assert "α = 4: 1 of 3" in report and "at fewer seeds by design" in report
     assert "EA was scored by 2 different EA classifiers" in report and "other-classifier in 1 runs" in report
-    assert "Resamples B = " in report and "resampling seed" in report and f"Test paintings: {N_PAINTINGS}" in report
+    assert "generalised t over seeds x paintings" in report and "Not testable: fewer than 3 seeds" in report
+    assert "conditional on the trained models" in report and f"Test paintings: {N_PAINTINGS}" in report
 
 
 def test_every_table_and_figure_is_written_and_logged_to_the_parent_run(ablation_store):
@@ -218,3 +240,18 @@ def test_cli_rebuilds_from_the_store_alone_without_ray(ablation_store, tmp_path)
     from analysis.__main__ import main
 
     assert main(["nope", "--tracking-uri", uri, "--no-log"]) == 2
+
+
+def test_a_variant_without_a_seed_in_common_is_not_testable():
+    from analysis import significance
+    from analysis.predictions import METRICS, align
+
+    frames = {f"{v}-{s}": P.per_painting_frame(planted_predictions(q, s)) for v, q, s in
+              ((FULL, GOOD, 0), (FULL, GOOD, 1), (FULL, GOOD, 2), ("no_contrastive", BAD, 3), ("no_contrastive", BAD, 4))}
+    pairs = {(name.rsplit("-", 1)[0], int(name.rsplit("-", 1)[1])): name for name in frames}
+    seeds = {FULL: [0, 1, 2], "no_contrastive": [3, 4]}
+    settings = significance.TestSettings(n_resamples=99, seed=0)
+    row = significance._compare_one(pairs, align(frames), FULL, "no_contrastive", [], seeds, METRICS[P.BLEU[3]],
+                                     settings, True)
+    assert not row["testable"] and row["not_testable_reason"] == "no seed in common with the reference"
+    assert np.isnan(row["p_raw"]) and row["seeds"] == "0,1,2 vs 3,4" and row["delta"] > 0 and row["ar_seeds"] is None
