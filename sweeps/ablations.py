@@ -24,10 +24,8 @@ per-painting predictions; its MLflow run is tagged with its variant and seed.
 
 from __future__ import annotations
 
-import importlib.util
 import statistics
 import sys
-from pathlib import Path
 
 from sevlm.variants import ALPHA_VARIANTS, FULL, VARIANTS
 from sweeps.cli import Sweep, run_sweep_cli
@@ -69,29 +67,6 @@ QUICK_OVERRIDES: dict[str, object] = {
 
 def report(spec: SweepSpec, outcome: SweepOutcome, run_ids: dict[str, str], out) -> None:
     print_variant_table(outcome, out)
-    rebuild = f"python -m analysis {spec.name} --tracking-uri {spec.tracking_uri} --experiment {spec.experiment}"
-    try:
-        folder = write_analysis_report(spec)
-    except Exception as exc:  # noqa: BLE001 - the runs are in MLflow: the report can be rebuilt
-        print(f"\nThe ablation report failed ({type(exc).__name__}: {exc}); rebuild it with:\n  {rebuild}", file=out)
-        return
-    if folder is not None:
-        print(f"\nAblation report: {folder / 'report.md'} (also under report/ in the MLflow parent run's "
-              f"artifacts; rebuild it with: {rebuild})", file=out)
-
-
-def write_analysis_report(spec: SweepSpec) -> Path | None:
-    """THE call point of the ablation report (tables, p-values, figures) of ``analysis/``:
-    the report of this sweep, read back from MLflow, in ``reports/<sweep>`` and in the
-    parent run. Returns its folder (None, doing nothing, where ``analysis.report`` is
-    missing)."""
-    if importlib.util.find_spec("analysis.report") is None:
-        return None
-    from analysis import report as analysis_report
-
-    folder = analysis_report.build_report(spec.name, tracking_uri=spec.tracking_uri, experiment=spec.experiment,
-                                          out_dir=Path("reports") / spec.name)
-    return Path(folder).resolve()
 
 
 def print_variant_table(outcome: SweepOutcome, out) -> None:
@@ -130,6 +105,7 @@ SWEEP = Sweep(
                        quick_overrides=QUICK_OVERRIDES, default_seed_counts=ALPHA_SEED_COUNTS),
     default_overrides=DEFAULT_OVERRIDES,
     report=report,
+    analysis_report="Ablation report",
 )
 
 

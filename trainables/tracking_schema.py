@@ -76,6 +76,12 @@ TAG_BEST_RUN_ID = "sevlm.best_run_id"
 
 # MLflow's own tag that nests a trial run under its parent.
 MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"
+# MLflow's own tag that the UI shows as the description of an experiment or a run
+# (markdown): the experiment's says how its runs are organised, a parent run's holds the
+# sweep's results table (trainables/mlflow_notes.py writes both).
+MLFLOW_NOTE = "mlflow.note.content"
+# The query of a UI link that opens MLflow 3's "Model training" view (runs, not traces).
+UI_WORKFLOW_QUERY = "workflowType=machine_learning"
 
 # Values of TAG_END_REASON.
 END_COMPLETED = "completed"  # trained and tested (MLflow status FINISHED)
