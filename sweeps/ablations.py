@@ -74,7 +74,10 @@ def print_variant_table(outcome: SweepOutcome, out) -> None:
     order = {name: i for i, name in enumerate(VARIANTS)}
     variant = lambda t: str(t.config.get(Grid.VARIANT_KEY))  # noqa: E731
     seed = lambda t: t.config.get(Grid.SEED_KEY)  # noqa: E731
-    trials = sorted(outcome.trials, key=lambda t: (order.get(variant(t), len(order)), seed(t) or 0))
+    # A trial that an interrupted sweep created but never started may come back without
+    # its config: the counts line has it ("not started").
+    trials = sorted((t for t in outcome.trials if t.config.get(Grid.VARIANT_KEY) is not None),
+                    key=lambda t: (order.get(variant(t), len(order)), seed(t) or 0))
     count = schema.TEST_PREFIX + schema.COUNT_METRIC
     known = [m for m in schema.TEST_METRICS if m != count]
     found = {k for t in trials for k in t.final if k.startswith(schema.TEST_PREFIX)}
@@ -82,7 +85,7 @@ def print_variant_table(outcome: SweepOutcome, out) -> None:
     names = [m[len(schema.TEST_PREFIX):] for m in metrics]
     paintings = {int(t.final[count]) for t in trials if count in t.final}
     print(f"\nTest metrics on {', '.join(map(str, sorted(paintings))) or 'no'} test paintings:", file=out)
-    rows = [[variant(t), str(seed(t)), t.status.lower()]
+    rows = [[variant(t), str(seed(t)), t.state]
             + [f"{t.final[m]:.3g}" if m in t.final else "-" for m in metrics] for t in trials]
     print(format_table(rows, ["variant", "seed", "status"] + names), file=out)
     rows = []

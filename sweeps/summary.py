@@ -33,7 +33,12 @@ class TrialOutcome:
     value: float | None  # the trial's value of the sweep's metric
     final: dict[str, float] = field(default_factory=dict)  # final metrics (finished trials)
     error: str | None = None
-    state: str = progress.FINISHED  # what became of it, in the console's words (sweeps.progress)
+    state: str | None = None  # what became of it, in the console's words (sweeps.progress)
+
+    def __post_init__(self):
+        if self.state is None:  # from the MLflow status where nothing finer is known
+            self.state = {schema.STATUS_FINISHED: progress.FINISHED, schema.STATUS_FAILED: progress.FAILED}.get(
+                self.status, progress.INTERRUPTED)
 
 
 @dataclass

@@ -274,6 +274,7 @@ def test_sweep_logs_every_trial_under_one_parent(tmp_path, data_dir, capsys):
     assert all(f"| {t.data.tags[schema.TAG_TRIAL_ID]} | finished |" in note for t in trials)
     # it ends with its report (make sweep), logged to the parent run, the link after it
     assert (tmp_path / "reports" / name / "metrics_vs_params.png").is_file()
+    assert "Alpha search report: " in out, out[-2000:]
     assert out.index("Best configuration") < out.index("Alpha search report: ") < out.index("then open http://")
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} >= {
         "report/report.html", "report/importance.png", "report/parallel_coordinates.png"}
