@@ -225,7 +225,8 @@ def _search_report(sweep: Sweep, doc: Document, out: Path) -> None:
         doc.figure(figures.save(figures.parallel_coordinates(result, found.objective), out, "parallel_coordinates"),
                    "Parallel coordinates")
     else:
-        doc.paragraph("Too few completed trials for parameter importance and parallel coordinates.")
+        doc.paragraph(f"No parameter importance or parallel coordinates: fewer than two completed trials, or "
+                      f"every trial has the same {found.objective}.")
     _cost(sweep, doc, out, group_by_variant=False)
 
 

@@ -276,8 +276,9 @@ def test_sweep_logs_every_trial_under_one_parent(tmp_path, data_dir, capsys):
     assert (tmp_path / "reports" / name / "metrics_vs_params.png").is_file()
     assert "Alpha search report: " in out, out[-2000:]
     assert out.index("Best configuration") < out.index("Alpha search report: ") < out.index("then open http://")
+    # (importance and parallel coordinates need trials with different values: not these)
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} >= {
-        "report/report.html", "report/importance.png", "report/parallel_coordinates.png"}
+        "report/report.html", "report/metrics_vs_params.png"}
     assert f"/runs/{parent.info.run_id}?workflowType=machine_learning" in out
 
 

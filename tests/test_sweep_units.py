@@ -621,3 +621,19 @@ def test_a_trial_starts_none_of_the_ray_train_actors_it_does_not_use(tmp_path, m
                         "WorkerMetricsCallback"}, names
     assert "BackendSetupCallback" in names
     assert os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0"  # propagated to the controller
+
+
+def test_importance_of_trials_that_all_have_the_same_value_is_empty_not_an_error():
+    # A short alpha search whose trials all score 0: fANOVA has no variance to apportion
+    # ("Encountered zero total variance in all trees") and the sweep's report failed.
+    import optuna
+
+    from analysis.search import importances
+
+    study = optuna.create_study(direction="maximize")
+    distribution = {"model.alpha": optuna.distributions.FloatDistribution(0.1, 10, log=True)}
+    for alpha in (0.5, 2.0, 8.0):
+        study.add_trial(optuna.trial.create_trial(params={"model.alpha": alpha}, distributions=distribution, value=0.0))
+    assert importances(study) == {}
+    study.add_trial(optuna.trial.create_trial(params={"model.alpha": 1.0}, distributions=distribution, value=3.0))
+    assert set(importances(study)) == {"model.alpha"}
