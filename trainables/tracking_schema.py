@@ -13,6 +13,9 @@ Layout of one sweep in MLflow
   own ``mlflow.parentRunId`` tag = the parent's run id). Its name is
   :func:`trial_run_name` (deterministic per trial), also stored in :data:`TAG_TRIAL_NAME`;
   a retried, restarted or resumed trial finds this run again and continues it.
+* What the UI shows first (:data:`MLFLOW_NOTE`): the experiment's description says how its
+  runs are organised, a parent run's holds the sweep's results table; links to the UI carry
+  :data:`UI_WORKFLOW_QUERY`.
 
 Params of a trial run: the full flattened ``sevlm.config.ExperimentConfig`` with its dotted
 keys (``model.alpha``, ``train.lr_decoder``, ``seed``, ``preset``, ...) plus
