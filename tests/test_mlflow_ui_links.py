@@ -77,7 +77,7 @@ def test_the_experiment_says_how_runs_are_organised_and_the_parent_holds_the_res
                      "1 not started (of 4 trials).")
     assert second == ("**Best: trial `t1`**, val/rouge_l 55.5: alpha 0.5, lr_dec 0.0057; "
                       "test ACC 50.0, BLEU-4 33.1, CIDEr 90.2.")
-    assert "python sweeps/alpha_search.py --resume --name s" in note
+    assert f"`python sweeps/alpha_search.py --resume --name s --storage {tmp_path}` continues it" in note
     table = [line for line in note.splitlines() if line.startswith("|")]
     assert table[0] == "| trial | status | alpha | lr_dec | val/rouge_l | ACC | BLEU-4 | CIDEr |"
     assert table[2:] == ["| t1 | finished | 0.5 | 0.0057 | 55.5 | 50.0 | 33.1 | 90.2 |",  # best first

@@ -69,10 +69,11 @@ def _cell(value: Any) -> str:
 
 def parent_note(*, sweep_name: str, sweep_kind: str, metric: str, status: str, counts: dict[str, int],
                 rows: list[dict[str, Any]], columns: dict[str, str] | None = None,
-                best: dict[str, Any] | None = None) -> str:
+                best: dict[str, Any] | None = None, storage: str | None = None) -> str:
     """The sweep's outcome: counts, the best trial, and one row per trial (best first)
     with the varying config (``columns``: config key -> header), the optimised metric and
-    the main test metrics."""
+    the main test metrics; an interrupted sweep's ``--resume`` command (``storage``: its
+    ``--storage``)."""
     columns = dict(columns or {})
     ended = ", ".join(f"{counts[k]} {k.replace('_', ' ')}" for k in
                       ("finished", "failed", "stopped_early", "interrupted", "not_started") if counts.get(k))
@@ -87,7 +88,8 @@ def parent_note(*, sweep_name: str, sweep_kind: str, metric: str, status: str, c
         lines.append(f"**Best: trial `{best['trial_id']}`**, {metric} {_cell(row.get(metric))}"
                      + (f": {config}" if config else "") + (f"; test {tests}" if tests else "") + ".")
     if status == schema.STATUS_KILLED:
-        lines.append(f"Interrupted: `python sweeps/{sweep_kind}.py --resume --name {sweep_name}` continues it.")
+        where = f" --storage {storage}" if storage else ""
+        lines.append(f"Interrupted: `python sweeps/{sweep_kind}.py --resume --name {sweep_name}{where}` continues it.")
     tests = [m for m in TABLE_TEST_METRICS if any(m in r for r in rows)]
     header = ["trial", "status", *columns.values(), metric, *(TABLE_TEST_METRICS[m] for m in tests)]
     ordered = sorted(rows, key=lambda r: -r[metric] if isinstance(r.get(metric), (int, float))

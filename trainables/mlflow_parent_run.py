@@ -161,7 +161,9 @@ def close_parent_run(
     if metric is not None:
         tags[schema.MLFLOW_NOTE] = mlflow_notes.parent_note(
             sweep_name=sweep_name, sweep_kind=sweep_kind or "sweep", metric=metric, status=status, counts=counts,
-            rows=rows, columns=columns, best=best)
+            rows=rows, columns=columns, best=best,
+            # the sweep's folder is <storage>/<sweep name> (sweeps.spec)
+            storage=sweep_path[:-len(sweep_name) - 1] if sweep_path.endswith("/" + sweep_name) else None)
     metrics = []
     if best:
         tags[schema.TAG_BEST_TRIAL_ID] = best["trial_id"]
