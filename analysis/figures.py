@@ -149,6 +149,7 @@ def metric_vs_params(trials: pd.DataFrame, params: list[str], metrics: list[str]
                 ax.set_xlim(-0.5, len(labels) - 0.5)
             elif param in log_params:
                 ax.set_xscale("log")
+                _log_ticks(ax, x)
             if r == len(metrics) - 1:
                 ax.set_xlabel(param, fontsize=9)
             if c == 0:
@@ -159,6 +160,35 @@ def metric_vs_params(trials: pd.DataFrame, params: list[str], metrics: list[str]
                  "(one dot per trial)", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     return fig
+
+
+def _log_ticks(ax, values) -> None:
+    """At most 4 labelled ticks on a log axis, as plain numbers (0.002, 0.005, 0.01).
+    Matplotlib labels the minor ticks of an axis that spans less than a decade or two, in
+    a panel 3 inches wide their labels ("3×10⁻³4×10⁻³6×10⁻³") run into each other."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    positive = [float(v) for v in values if np.isfinite(v) and v > 0]
+    if not positive:
+        return
+    lo, hi = min(positive), max(positive)
+    decades = range(int(np.floor(np.log10(lo))) - 1, int(np.ceil(np.log10(hi))) + 1)
+    ticks: list[float] = []
+    for subs in ((1.0,), (1.0, 3.0), (1.0, 2.0, 5.0), tuple(range(1, 10))):
+        found = sorted(m * 10.0 ** e for e in decades for m in subs if lo / 1.02 <= m * 10.0 ** e <= hi * 1.02)
+        if len(found) > 4 and not ticks:  # many decades: every other power of ten
+            found = found[::-(-len(found) // 4)]
+        if 2 <= len(found) <= 4:
+            ticks = found
+            if len(found) >= 3:
+                break
+        elif len(found) > 4:
+            break
+    if not ticks:  # a range too narrow for round numbers: its two ends
+        ticks = sorted({float(f"{lo:.2g}"), float(f"{hi:.2g}")})
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _axis_values(values: pd.Series):

@@ -59,7 +59,8 @@ def build_report(sweep_name: str, tracking_uri: str | None = None, experiment: s
     doc = Document(f"Sweep {sweep.name}")
     doc.paragraph(f"Kind: {sweep.kind or 'unknown'}; parent run {sweep.parent_run_id} in experiment "
                   f"{sweep.experiment_id}; {len(sweep.trials)} trial runs, {len(sweep.usable)} finished. "
-                  f"Store: {uri}.")
+                  f"Store: {uri}. In the MLflow UI: {mlflow_store.ui_url(uri, sweep.experiment_id, sweep.parent_run_id)}"
+                  + (f" (after `{mlflow_store.ui_command(uri)}`)." if mlflow_store.sqlite_path(uri) else "."))
     # The resampling multiplies (1024 x paintings) by (paintings x a few dozen) matrices:
     # BLAS threads cost more than they bring there, 30x more on a busy machine.
     with threadpool_limits(limits=1, user_api="blas"):
@@ -238,7 +239,8 @@ def _search_report(sweep: Sweep, doc: Document, out: Path) -> None:
         doc.figure(figures.save(figures.parallel_coordinates(result, found.objective), out, "parallel_coordinates"),
                    "Parallel coordinates")
     else:
-        doc.paragraph("Too few completed trials for parameter importance and parallel coordinates.")
+        doc.paragraph(f"No parameter importance or parallel coordinates: fewer than two completed trials, or "
+                      f"every trial has the same {found.objective}.")
     _cost(sweep, doc, out, group_by_variant=False)
 
 

@@ -71,10 +71,11 @@ def _native(value):
 
 
 def importances(result) -> dict[str, float]:
-    """fANOVA importances (Optuna's default evaluator, fixed seed); {} with too few trials."""
+    """fANOVA importances (Optuna's default evaluator, fixed seed); {} with too few trials,
+    or when every trial has the same value (fANOVA has no variance to apportion and fails)."""
     import optuna
 
-    if len(result.trials) < 2:
+    if len(result.trials) < 2 or len({t.value for t in result.trials}) < 2:
         return {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -200,7 +200,9 @@ def run_sweep(work: Path, name: str, argv: list[str]) -> tuple[int, float, str]:
     try:
         start = time.perf_counter()
         with contextlib.redirect_stdout(out):
-            rc = main(["--name", name, "--progress-interval", "600"] + argv)
+            # --no-report: the sweep's own cost, comparable with figures measured before
+            # the alpha search built its report at its end
+            rc = main(["--name", name, "--progress-interval", "600", "--no-report"] + argv)
         if rc != 0:
             print(out.getvalue())
         return rc, time.perf_counter() - start, out.getvalue()

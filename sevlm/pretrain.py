@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pretrain: {folder} already built (validation perplexity {manifest['val_perplexity']:.3f}, "
               f"{manifest['seconds']:.0f} s); --force builds it again")
     print(f"decoder folder: {folder}")
-    print(f"use it with: python -m sevlm.train --decoder-init pretrained"
+    print("use it with: python -m sevlm.train --decoder-init pretrained"
           + (f" --feature-cache-dir {args.feature_cache_dir}" if args.feature_cache_dir else "")
           + f"  (or --decoder {folder})")
     return 0

@@ -29,11 +29,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import statistics
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 from sevlm.config import DECODER_INITS
@@ -134,29 +132,6 @@ class RegimeGridFlags(GridFlags):
 
 def report(spec: SweepSpec, outcome: SweepOutcome, run_ids: dict[str, str], out) -> None:
     print_variant_table(outcome, out)
-    rebuild = f"python -m analysis {spec.name} --tracking-uri {spec.tracking_uri} --experiment {spec.experiment}"
-    try:
-        folder = write_analysis_report(spec)
-    except Exception as exc:  # noqa: BLE001 - the runs are in MLflow: the report can be rebuilt
-        print(f"\nThe ablation report failed ({type(exc).__name__}: {exc}); rebuild it with:\n  {rebuild}", file=out)
-        return
-    if folder is not None:
-        print(f"\nAblation report: {folder / 'report.md'} (also under report/ in the MLflow parent run's "
-              f"artifacts; rebuild it with: {rebuild})", file=out)
-
-
-def write_analysis_report(spec: SweepSpec) -> Path | None:
-    """THE call point of the ablation report (tables, p-values, figures) of ``analysis/``:
-    the report of this sweep, read back from MLflow, in ``reports/<sweep>`` and in the
-    parent run. Returns its folder (None, doing nothing, where ``analysis.report`` is
-    missing)."""
-    if importlib.util.find_spec("analysis.report") is None:
-        return None
-    from analysis import report as analysis_report
-
-    folder = analysis_report.build_report(spec.name, tracking_uri=spec.tracking_uri, experiment=spec.experiment,
-                                          out_dir=Path("reports") / spec.name)
-    return Path(folder).resolve()
 
 
 def print_variant_table(outcome: SweepOutcome, out) -> None:
@@ -164,7 +139,10 @@ def print_variant_table(outcome: SweepOutcome, out) -> None:
     order = {name: i for i, name in enumerate(VARIANTS)}
     variant = lambda t: str(t.config.get(Grid.VARIANT_KEY))  # noqa: E731
     seed = lambda t: t.config.get(Grid.SEED_KEY)  # noqa: E731
-    trials = sorted(outcome.trials, key=lambda t: (order.get(variant(t), len(order)), seed(t) or 0))
+    # A trial that an interrupted sweep created but never started may come back without
+    # its config: the counts line has it ("not started").
+    trials = sorted((t for t in outcome.trials if t.config.get(Grid.VARIANT_KEY) is not None),
+                    key=lambda t: (order.get(variant(t), len(order)), seed(t) or 0))
     count = schema.TEST_PREFIX + schema.COUNT_METRIC
     known = [m for m in schema.TEST_METRICS if m != count]
     found = {k for t in trials for k in t.final if k.startswith(schema.TEST_PREFIX)}
@@ -172,7 +150,7 @@ def print_variant_table(outcome: SweepOutcome, out) -> None:
     names = [m[len(schema.TEST_PREFIX):] for m in metrics]
     paintings = {int(t.final[count]) for t in trials if count in t.final}
     print(f"\nTest metrics on {', '.join(map(str, sorted(paintings))) or 'no'} test paintings:", file=out)
-    rows = [[variant(t), str(seed(t)), t.status.lower()]
+    rows = [[variant(t), str(seed(t)), t.state]
             + [f"{t.final[m]:.3g}" if m in t.final else "-" for m in metrics] for t in trials]
     print(format_table(rows, ["variant", "seed", "status"] + names), file=out)
     rows = []
@@ -196,6 +174,7 @@ SWEEP = Sweep(
                              regime_overrides=REGIME_OVERRIDES),
     default_overrides=DEFAULT_OVERRIDES,
     report=report,
+    analysis_report="Ablation report",
 )
 
 

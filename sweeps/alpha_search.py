@@ -19,8 +19,10 @@ The first trial is the paper's configuration: alpha=2, a 3-layer emotion encoder
 negatives, and the preset's learning rates (for ``--preset paper`` the paper's 2e-5 / 4e-5;
 the tiny preset's random-init model uses its own, larger ones).
 
-Every trial is a nested MLflow run under one parent run per sweep; the command that opens
-the MLflow UI is printed at the end.
+Every trial is a nested MLflow run under one parent run per sweep. At the end the sweep
+builds its report (python -m analysis: each metric against each searched parameter, Optuna's
+parameter importance, parallel coordinates; in reports/<sweep>/ and the parent run's
+artifacts; --no-report skips it) and prints the link that opens the parent run in MLflow.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ SWEEP = Sweep(
     # 8 trials: the paper's point + 3 random + 4 TPE-guided (TPE models after half of them).
     strategy=TPEFlags(space=SPACE, default_trials=8, short_names=SHORT_NAMES),
     default_overrides=DEFAULT_OVERRIDES,
+    analysis_report="Alpha search report",
 )
 
 

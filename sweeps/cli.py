@@ -28,7 +28,14 @@ from sweeps.leftovers import record_driver, stop_leftovers
 from sweeps.cluster_wait import expected_workers, wait_for_cluster
 from sweeps.resources import TrialResources, decide_resources, local_resources
 from sweeps.spec import DEFAULT_METRIC, SweepSpec, build_spec, check_tracking, resume_spec
-from sweeps.summary import SweepOutcome, print_best, print_counts, print_mlflow, sweep_outcome
+from sweeps.summary import (
+    SweepOutcome,
+    print_analysis_report,
+    print_best,
+    print_counts,
+    print_mlflow,
+    sweep_outcome,
+)
 from trainables import tracking_schema as schema
 
 EXIT_OK = 0
@@ -61,6 +68,9 @@ class Sweep:
     default_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # preset -> {key: value}
     default_metric: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_METRIC))
     report: Report = report_best  # printed between the trial counts and where MLflow is
+    # The analysis report (python -m analysis) built at the end, printed under this title
+    # (None: none); --no-report skips it.
+    analysis_report: str | None = None
 
     def parser(self) -> argparse.ArgumentParser:
         description, _, epilog = self.doc.partition("\n\n")
@@ -68,6 +78,11 @@ class Sweep:
                                     epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
         self.strategy.add_flags(p)
         add_common_flags(p, kind=self.kind, default_metric=self.default_metric)
+        if self.analysis_report:
+            p.add_argument_group("report").add_argument(
+                "--no-report", action="store_true",
+                help=f"do not build the {self.analysis_report.lower()} at the end (python -m analysis "
+                     "SWEEP_NAME builds it later)")
         return p
 
 
@@ -310,7 +325,7 @@ def _fit(spec: SweepSpec, args: argparse.Namespace, sweep: Sweep, device: str | 
     experiment_id, parent_run_id = open_parent_run(
         spec.tracking_uri, experiment=spec.experiment, sweep_name=spec.name, sweep_kind=spec.kind,
         sweep_path=spec.experiment_dir, metric=spec.metric, params=spec.parent_params(),
-        tags=plan.parent_tags(), spec=dataclasses.asdict(spec),
+        tags=plan.parent_tags(), spec=dataclasses.asdict(spec), total_trials=plan.total_trials(),
     )
     trainable = make_trainable(spec.trial_settings, plan.trial_overrides)
     if args.resume:
@@ -327,16 +342,17 @@ def _fit(spec: SweepSpec, args: argparse.Namespace, sweep: Sweep, device: str | 
     run_ids = trial_run_ids(spec.tracking_uri, spec.name, spec.experiment)
     unsent = close_parent_run(spec.tracking_uri, parent_run_id, sweep_path=spec.experiment_dir, sweep_name=spec.name,
                               status=outcome.status, counts=outcome.counts, rows=outcome.rows(run_ids),
-                              best=outcome.best_record(spec.name, run_ids))
+                              best=outcome.best_record(spec.name, run_ids), metric=spec.metric,
+                              sweep_kind=spec.kind, columns=plan.columns())
     print_counts(spec.name, outcome, out)
     if unsent:
         print(f"note: the tracking server did not take {unsent} MLflow writes; they are kept on disk and "
               f"sent by: python sweeps/{spec.kind}.py --resume --name {spec.name} --storage {spec.storage_path}",
               file=out, flush=True)
         with http_limits(timeout_s=10, max_retries=1):  # what reads MLflow back fails fast
-            sweep.report(spec, outcome, run_ids, out)
+            _report(spec, args, sweep, outcome, run_ids, out)
     else:
-        sweep.report(spec, outcome, run_ids, out)
+        _report(spec, args, sweep, outcome, run_ids, out)
     print_mlflow(spec.experiment, spec.name, spec.tracking_uri, experiment_id, parent_run_id, out)
     out.flush()
     if outcome.interrupted:
@@ -349,6 +365,13 @@ def _fit(spec: SweepSpec, args: argparse.Namespace, sweep: Sweep, device: str | 
     if counts["finished"] == 0 and counts["failed"] > 0:
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _report(spec: SweepSpec, args: argparse.Namespace, sweep: Sweep, outcome: SweepOutcome,
+            run_ids: dict[str, str], out) -> None:
+    sweep.report(spec, outcome, run_ids, out)
+    if sweep.analysis_report and not getattr(args, "no_report", False):
+        print_analysis_report(spec, sweep.analysis_report, out)
 
 
 def _tune_limits_concurrency(search_alg) -> bool:

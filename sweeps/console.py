@@ -1,7 +1,10 @@
 """What the console shows during a sweep: the project's progress table and summary. Ray's
 and MLflow's own chatter (Tune's experiment banner and TensorBoard hint, the raylet's
 "N PYTHON worker processes have been started" warning, Ray's token-authentication notice,
-MLflow's database set-up) is shown with ``--verbose`` only.
+MLflow's database set-up) is shown with ``--verbose`` only, and so is what Tune says about
+an interrupted sweep: its "Resume experiment with: Tuner.restore(...)" hint (the sweep
+prints its own ``--resume`` command, the one way to continue it) and the "Failed to fetch
+metrics" traceback of a trial that was stopped before it wrote any result.
 """
 
 from __future__ import annotations
@@ -17,10 +20,15 @@ import sys
 NOISE = (
     "worker processes have been started on node",
     "Token authentication is enabled for this Ray cluster",
+    "Experiment has been interrupted, but the most recent state was saved",
+    "Resume experiment with: Tuner.restore",
+    "Failed to fetch metrics for",
 )
 # Tune's own console output (experiment banner, TensorBoard hint) is off with its legacy
 # reporter at verbosity 0.
-QUIET_ENV = {"RAY_AIR_NEW_OUTPUT": "0"}
+# MLflow's client prints "View run ... at" links (to its GenAI view) whenever a run on a
+# tracking server ends: the sweep prints its own link to the parent run.
+QUIET_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
 
 class _LineFilter(io.TextIOBase):

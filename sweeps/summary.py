@@ -2,7 +2,9 @@
 returns, and its printing.
 
 A trial FINISHED when its final report (test metrics) arrived, FAILED when it ran out of
-retries, and was KILLED otherwise (stopped by ASHA, or the sweep was interrupted). The best
+retries, and was KILLED otherwise (stopped by ASHA, or the sweep was interrupted); the
+console says which (``sweeps.progress.trial_state``: stopped early, interrupted, not
+started). The best
 trial is the one with the highest value of the sweep's metric, a trial's value being the
 highest it reported (the value of the checkpoint it was tested with): every metric is
 higher-is-better.
@@ -10,10 +12,13 @@ higher-is-better.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from sweeps import progress
 from sweeps.progress import fmt
 from trainables import tracking_schema as schema
 from trainables.mlflow_store import ui_command, ui_url
@@ -29,6 +34,12 @@ class TrialOutcome:
     value: float | None  # the trial's value of the sweep's metric
     final: dict[str, float] = field(default_factory=dict)  # final metrics (finished trials)
     error: str | None = None
+    state: str | None = None  # what became of it, in the console's words (sweeps.progress)
+
+    def __post_init__(self):
+        if self.state is None:  # from the MLflow status where nothing finer is known
+            self.state = {schema.STATUS_FINISHED: progress.FINISHED, schema.STATUS_FAILED: progress.FAILED}.get(
+                self.status, progress.INTERRUPTED)
 
 
 @dataclass
@@ -36,15 +47,25 @@ class SweepOutcome:
     metric: str
     trials: list[TrialOutcome]
     interrupted: bool  # trials left to run: --resume continues the sweep
+    total_trials: int | None = None  # the sweep's planned trials (some may not exist yet)
 
     @property
     def counts(self) -> dict[str, int]:
+        """The MLflow statuses (total, finished, failed, killed: the parent run's tags) and
+        what became of the trials (stopped_early, interrupted, not_started: the console's).
+        ``total`` counts the trials Tune created; ``planned`` those the sweep has."""
         statuses = [t.status for t in self.trials]
+        states = [t.state for t in self.trials]
+        planned = max(self.total_trials or 0, len(self.trials))
         return {
             "total": len(statuses),
             "finished": statuses.count(schema.STATUS_FINISHED),
             "failed": statuses.count(schema.STATUS_FAILED),
             "killed": statuses.count(schema.STATUS_KILLED),
+            "planned": planned,
+            "stopped_early": states.count(progress.STOPPED_EARLY),
+            "interrupted": states.count(progress.INTERRUPTED),
+            "not_started": states.count(progress.NOT_STARTED) + planned - len(self.trials),
         }
 
     @property
@@ -79,7 +100,7 @@ class SweepOutcome:
         keys = sorted({k for t in self.trials for k in t.config})
         rows = []
         for t in self.trials:
-            row = {"trial_id": t.trial_id, "status": t.status, "run_id": run_ids.get(t.trial_id, "")}
+            row = {"trial_id": t.trial_id, "status": t.status, "state": t.state, "run_id": run_ids.get(t.trial_id, "")}
             row.update({k: t.config.get(k) for k in keys})
             row[self.metric] = t.value
             row.update({k: v for k, v in sorted(t.final.items()) if k.startswith(schema.TEST_PREFIX)})
@@ -121,6 +142,7 @@ def sweep_outcome(results, metric: str, total_trials: int) -> SweepOutcome:
             status = schema.STATUS_FAILED
         else:
             status = schema.STATUS_FINISHED if final else schema.STATUS_KILLED
+        state = progress.trial_state(last, ended=last.get(DONE) is True, failed=result.error is not None)
         error = error_summary(str(result.error), 800) if result.error is not None else None
         # A trial restored by --resume after its final report may come back without DONE.
         unfinished += result.error is None and not final and last.get(DONE) is not True
@@ -131,8 +153,10 @@ def sweep_outcome(results, metric: str, total_trials: int) -> SweepOutcome:
             value=trial_value(result, metric),
             final=TrialReport.from_result(last).metrics if final else {},
             error=error,
+            state=state,
         ))
-    return SweepOutcome(metric, trials, interrupted=bool(unfinished) or len(trials) < total_trials)
+    return SweepOutcome(metric, trials, interrupted=bool(unfinished) or len(trials) < total_trials,
+                        total_trials=total_trials)
 
 
 # -------------------------------------------------------------------------- printing
@@ -140,8 +164,11 @@ def sweep_outcome(results, metric: str, total_trials: int) -> SweepOutcome:
 
 def print_counts(name: str, outcome: SweepOutcome, out) -> None:
     c = outcome.counts
-    print(f"Sweep {name}: {c['finished']} finished, {c['failed']} failed, "
-          f"{c['killed']} stopped early or interrupted (of {c['total']} trials).", file=out)
+    parts = [f"{c['finished']} finished", f"{c['failed']} failed"]
+    parts += [f"{c[key]} {words}" for key, words in (("stopped_early", progress.STOPPED_EARLY),
+                                                      ("interrupted", progress.INTERRUPTED),
+                                                      ("not_started", progress.NOT_STARTED)) if c[key]]
+    print(f"Sweep {name}: {', '.join(parts)} (of {c['planned']} trials).", file=out)
     by_error: dict[str, list[str]] = {}  # one error, once, with the trials it ended
     for t in outcome.trials:
         if t.status == schema.STATUS_FAILED and t.error:
@@ -168,6 +195,34 @@ def print_best(outcome: SweepOutcome, params: list[str], run_ids: dict[str, str]
 
 def print_mlflow(experiment: str, sweep_name: str, tracking_uri: str, experiment_id: str,
                  parent_run_id: str, out) -> None:
-    print(f"\nBrowse every trial in MLflow (experiment {experiment!r}, parent run {sweep_name!r}):", file=out)
+    print(f"\nThe sweep in MLflow (experiment {experiment!r}, parent run {sweep_name!r}: its description is the "
+          f"results table, its child runs the trials):", file=out)
     print("  " + ui_command(tracking_uri), file=out)
     print(f"  then open {ui_url(tracking_uri, experiment_id, parent_run_id)}", file=out)
+
+
+def write_analysis_report(spec) -> Path | None:
+    """THE call point of ``analysis/``'s report (tables, tests, figures) at the end of a
+    sweep: this sweep read back from MLflow, written to ``reports/<sweep>`` and logged to
+    its parent run. Returns its folder (None, doing nothing, where ``analysis.report`` is
+    missing)."""
+    if importlib.util.find_spec("analysis.report") is None:
+        return None
+    from analysis import report as analysis_report
+
+    folder = analysis_report.build_report(spec.name, tracking_uri=spec.tracking_uri, experiment=spec.experiment,
+                                          out_dir=Path("reports") / spec.name)
+    return Path(folder).resolve()
+
+
+def print_analysis_report(spec, title: str, out) -> None:
+    """Build the sweep's report and say where it is (or how to rebuild it)."""
+    rebuild = f"python -m analysis {spec.name} --tracking-uri {spec.tracking_uri} --experiment {spec.experiment}"
+    try:
+        folder = write_analysis_report(spec)
+    except Exception as exc:  # noqa: BLE001 - the runs are in MLflow: the report can be rebuilt
+        print(f"\nThe {title.lower()} failed ({type(exc).__name__}: {exc}); rebuild it with:\n  {rebuild}", file=out)
+        return
+    if folder is not None:
+        print(f"\n{title}: {folder / 'report.md'} (also under report/ in the MLflow parent run's "
+              f"artifacts; rebuild it with: {rebuild})", file=out)

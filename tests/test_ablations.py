@@ -124,7 +124,16 @@ def _interrupted_after_one_finished_trial(tmp_path: Path, argv: list[str], name:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 130, log_path.read_text()[-3000:]
         # Ray's own warnings stay behind --verbose (this one: a grid holds its concurrency itself)
-        assert "max_concurrent_trials" not in log_path.read_text()
+        log_text = log_path.read_text()
+        assert "max_concurrent_trials" not in log_text
+        # what happened, in the project's words: the last table, the counts, one way to resume
+        table = log_text[log_text.rindex("== " + name):]
+        assert "sweep interrupted" in table.splitlines()[0]
+        assert "TERMINATED" not in table and "terminated" not in table
+        assert "finished" in table and ("not started" in table or "interrupted" in table)
+        assert "Tuner.restore" not in log_text and "Failed to fetch metrics" not in log_text
+        assert "FileNotFoundError" not in log_text
+        assert log_text.count("--resume") == 1 and f"--resume --name {name}" in log_text
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -268,17 +268,32 @@ def test_sweep_logs_every_trial_under_one_parent(tmp_path, data_dir, capsys):
     assert out.index("== sweep4") < out.index("Best configuration") < out.index("trainables.mlflow_ui")
     parent_artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")}
     assert {schema.ARTIFACT_SWEEP_RESULTS, schema.ARTIFACT_SWEEP_BEST, schema.ARTIFACT_SWEEP_SPEC} <= parent_artifacts
+    # the parent run's description in the UI: the results table, a row per trial
+    note = parent.data.tags[schema.MLFLOW_NOTE]
+    assert note.startswith(f"**Sweep `{name}`** (alpha_search, optimising `val/rouge_l`): FINISHED, 4 finished")
+    assert all(f"| {t.data.tags[schema.TAG_TRIAL_ID]} | finished |" in note for t in trials)
+    # it ends with its report (make sweep), logged to the parent run, the link after it
+    assert (tmp_path / "reports" / name / "metrics_vs_params.png").is_file()
+    assert "Alpha search report: " in out, out[-2000:]
+    assert out.index("Best configuration") < out.index("Alpha search report: ") < out.index("then open http://")
+    # (importance and parallel coordinates need trials with different values: not these)
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} >= {
+        "report/report.html", "report/metrics_vs_params.png"}
+    assert f"/runs/{parent.info.run_id}?workflowType=machine_learning" in out
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-def test_asha_stopped_trials_are_killed_and_free_their_resources(tmp_path, data_dir):
+def test_asha_stopped_trials_are_killed_and_free_their_resources(tmp_path, data_dir, capsys):
     # 4 trials at concurrency 2 on 2 CPUs: a trial stopped by ASHA must give its worker's
     # CPU back (its Ray Train placement group), or the next trial would wait forever.
     name = "asha"
     rc = _main(["--num-trials", "4", "--concurrency", "2", "--asha", "--asha-reduction-factor", "3",
-                "--name", name, "--progress-interval", "60"] + fast_flags(data_dir, evals=4))
-    assert rc == 0
+                "--name", name, "--progress-interval", "60", "--no-report"] + fast_flags(data_dir, evals=4))
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "Alpha search report" not in out  # --no-report
+    assert not (tmp_path / "reports").exists()
     client, parents, trials = sweep_runs(tmp_path / "mlflow.db", name)
     assert len(parents) == 1 and len(trials) == 4
     assert parents[0].info.status == "FINISHED"
@@ -292,6 +307,7 @@ def test_asha_stopped_trials_are_killed_and_free_their_resources(tmp_path, data_
             assert any(k.startswith(schema.TEST_PREFIX) for k in run.data.metrics)
         else:  # stopped early by ASHA: what it ran, no test evaluation
             assert run.info.status == "KILLED"
+            assert f"{run.data.tags[schema.TAG_TRIAL_ID]}  stopped early" in out
             assert run.data.tags[schema.TAG_END_REASON] == schema.END_PRUNED
             assert len(eval_steps) < 4
             assert not any(k.startswith(schema.TEST_PREFIX) for k in run.data.metrics)
@@ -472,10 +488,16 @@ def test_sweep_logs_to_a_tracking_server_and_the_printed_ui_command_serves_a_sql
     lines = out.splitlines()
     ui_cmd = next(line.strip() for line in lines if " -m trainables.mlflow_ui --backend-store-uri " in line)
     link = next(line.split("open ", 1)[1].strip() for line in lines if "then open http://127.0.0.1:5000/" in line)
-    parent_run_id = link.rsplit("/runs/", 1)[1]
+    assert link.endswith("?workflowType=machine_learning")  # MLflow 3's "Model training" view, not GenAI
+    parent_run_id = link.rsplit("/runs/", 1)[1].split("?")[0]
     port = _free_port()
     with mlflow_server(f"{ui_cmd} --host 127.0.0.1 --port {port}", port, tmp_path / "ui.log") as url:
         run = _get_json(f"{url}/api/2.0/mlflow/runs/get?run_id={parent_run_id}")["run"]
         tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
         assert tags[schema.TAG_SWEEP_NAME] == name and tags[schema.TAG_ROLE] == schema.ROLE_PARENT
         assert link.startswith("http://127.0.0.1:5000/#/experiments/" + run["info"]["experiment_id"] + "/runs/")
+        # what the UI shows on that page: the run's description is the results table
+        assert tags[schema.MLFLOW_NOTE].startswith(f"**Sweep `{name}`**") and "| trial | status |" in tags[schema.MLFLOW_NOTE]
+        experiment = _get_json(f"{url}/api/2.0/mlflow/experiments/get?experiment_id={run['info']['experiment_id']}")
+        experiment_tags = {t["key"]: t["value"] for t in experiment["experiment"]["tags"]}
+        assert "One child run per trial" in experiment_tags[schema.MLFLOW_NOTE]

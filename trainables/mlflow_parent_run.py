@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from trainables import mlflow_notes
 from trainables import tracking_schema as schema
 from trainables.mlflow_queue import END_DRAIN_S, QUEUE_ARTIFACTS, quick_http, sweep_queue
 from trainables.mlflow_store import (
@@ -44,12 +45,15 @@ def open_parent_run(
     params: dict[str, Any],
     tags: dict[str, str],
     spec: dict[str, Any],
+    total_trials: int | None = None,
 ) -> tuple[str, str]:
     """Create the sweep's parent run, or continue it (``--resume``); returns
-    ``(experiment_id, parent_run_id)``."""
+    ``(experiment_id, parent_run_id)``. The experiment's description says how its runs are
+    organised; the parent's, until the sweep ends, that it runs."""
     client = open_tracking_store(tracking_uri)
     writer = RunWriter(client, Path(sweep_path) / UNWRITTEN_FILE)
     experiment_id = get_or_create_experiment(client, experiment, tracking_uri)
+    describe_experiment(client, experiment_id)
     found = with_retry(client.search_runs, [experiment_id],
                        filter_string=schema.search_filter_parent(sweep_name), max_results=5)
     tags = {
@@ -59,6 +63,7 @@ def open_parent_run(
         schema.TAG_SWEEP_KIND: sweep_kind,
         schema.TAG_SWEEP_PATH: sweep_path,
         schema.TAG_METRIC: metric,
+        schema.MLFLOW_NOTE: mlflow_notes.parent_note_running(sweep_name, sweep_kind, metric, total_trials),
         **tags,
     }
     if found:
@@ -73,6 +78,17 @@ def open_parent_run(
     writer.write_json(run_id, schema.ARTIFACT_SWEEP_SPEC, spec)
     writer.flush(final=True)
     return experiment_id, run_id
+
+
+def describe_experiment(client, experiment_id: str) -> None:
+    """The experiment's description in the UI: how the sweeps' runs are organised. Written
+    when the experiment has none or has this project's (kept up to date); a description
+    someone wrote in the UI stays."""
+    experiment = with_retry(client.get_experiment, experiment_id)
+    current = (experiment.tags or {}).get(schema.MLFLOW_NOTE)
+    text = mlflow_notes.experiment_note()
+    if current != text and (not current or current.startswith(mlflow_notes.EXPERIMENT_NOTE_TITLE)):
+        with_retry(client.set_experiment_tag, experiment_id, schema.MLFLOW_NOTE, text)
 
 
 def trial_run_ids(tracking_uri: str, sweep_name: str, experiment: str) -> dict[str, str]:
@@ -125,10 +141,14 @@ def close_parent_run(
     rows: list[dict[str, Any]],
     best: dict[str, Any] | None,
     drain_s: float = END_DRAIN_S,
+    metric: str | None = None,
+    sweep_kind: str | None = None,
+    columns: dict[str, str] | None = None,
 ) -> int:
     """Record the sweep's outcome in its parent run (counts, one row per trial, the best
-    trial) and end it with ``status``, through the sweep's write queue. Returns how many
-    writes still wait for the tracking server (sent by ``--resume``)."""
+    trial; with ``metric`` also the results table as the run's description, ``columns``:
+    config key -> header) and end it with ``status``, through the sweep's write queue.
+    Returns how many writes still wait for the tracking server (sent by ``--resume``)."""
     queue = sweep_queue(tracking_uri, sweep_path, sweep_name)
     # The files of queued artifact writes stay until they are sent (maybe by --resume).
     folder = queue.path.parent / QUEUE_ARTIFACTS / "parent"
@@ -138,6 +158,12 @@ def close_parent_run(
         schema.TAG_TRIALS_FAILED: str(counts["failed"]),
         schema.TAG_TRIALS_KILLED: str(counts["killed"]),
     }
+    if metric is not None:
+        tags[schema.MLFLOW_NOTE] = mlflow_notes.parent_note(
+            sweep_name=sweep_name, sweep_kind=sweep_kind or "sweep", metric=metric, status=status, counts=counts,
+            rows=rows, columns=columns, best=best,
+            # the sweep's folder is <storage>/<sweep name> (sweeps.spec)
+            storage=sweep_path[:-len(sweep_name) - 1] if sweep_path.endswith("/" + sweep_name) else None)
     metrics = []
     if best:
         tags[schema.TAG_BEST_TRIAL_ID] = best["trial_id"]

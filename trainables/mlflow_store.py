@@ -79,13 +79,17 @@ def ui_command(uri: str) -> str:
     return f"open {uri.rstrip('/')} in a browser (the tracking server is already running)"
 
 
-def ui_url(uri: str, experiment_id: str | None = None, run_id: str | None = None) -> str:
-    """Where the sweep's runs are in the UI (``mlflow ui`` listens on 127.0.0.1:5000)."""
-    base = "http://127.0.0.1:5000" if sqlite_path(uri) is not None else uri.rstrip("/")
+def ui_url(uri: str, experiment_id: str | None = None, run_id: str | None = None,
+           base: str | None = None) -> str:
+    """Where the sweep's runs are in the UI (``mlflow ui`` listens on 127.0.0.1:5000, or
+    ``base``), in its "Model training" view: MLflow 3 opens an experiment in its GenAI view
+    (traces) unless the link asks for the other one."""
+    if base is None:
+        base = "http://127.0.0.1:5000" if sqlite_path(uri) is not None else uri.rstrip("/")
     if experiment_id is None:
         return base
     url = f"{base}/#/experiments/{experiment_id}"
-    return f"{url}/runs/{run_id}" if run_id else url
+    return (f"{url}/runs/{run_id}" if run_id else url) + "?" + schema.UI_WORKFLOW_QUERY
 
 
 # ------------------------------------------------------------------ opening, retrying

@@ -13,6 +13,9 @@ Layout of one sweep in MLflow
   own ``mlflow.parentRunId`` tag = the parent's run id). Its name is
   :func:`trial_run_name` (deterministic per trial), also stored in :data:`TAG_TRIAL_NAME`;
   a retried, restarted or resumed trial finds this run again and continues it.
+* What the UI shows first (:data:`MLFLOW_NOTE`): the experiment's description says how its
+  runs are organised, a parent run's holds the sweep's results table; links to the UI carry
+  :data:`UI_WORKFLOW_QUERY`.
 
 Params of a trial run: the full flattened ``sevlm.config.ExperimentConfig`` with its dotted
 keys (``model.alpha``, ``train.lr_decoder``, ``seed``, ``preset``, ...) plus
@@ -77,6 +80,12 @@ TAG_BEST_RUN_ID = "sevlm.best_run_id"
 
 # MLflow's own tag that nests a trial run under its parent.
 MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"
+# MLflow's own tag that the UI shows as the description of an experiment or a run
+# (markdown): the experiment's says how its runs are organised, a parent run's holds the
+# sweep's results table (trainables/mlflow_notes.py writes both).
+MLFLOW_NOTE = "mlflow.note.content"
+# The query of a UI link that opens MLflow 3's "Model training" view (runs, not traces).
+UI_WORKFLOW_QUERY = "workflowType=machine_learning"
 
 # Values of TAG_END_REASON.
 END_COMPLETED = "completed"  # trained and tested (MLflow status FINISHED)
