@@ -167,8 +167,9 @@ def measure(model, batch: dict, grad_clip: float
     return snaps, total, clip, per_module, scores
 
 
-def run(cfg: ExperimentConfig, steps: int, every: int, stream=sys.stdout) -> list[Snapshot]:
+def run(cfg: ExperimentConfig, steps: int, every: int, stream=None) -> list[Snapshot]:
     """Train ``steps`` steps of ``cfg``; measure every ``every`` steps (and at step 0)."""
+    stream = stream or sys.stdout  # read now: whoever imported this module may have swapped it since
     from sevlm.data import make_train_loader
     from sevlm.training.loop import _to_device, build_context, train_step
 
