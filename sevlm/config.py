@@ -12,7 +12,9 @@ and is rebuilt from them with :func:`from_flat_dict`.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import numbers
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
@@ -262,7 +264,13 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
             if value.lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError(f"{key}: expected a boolean, got {value!r}")
-        if isinstance(current, (int, float)) or current is None:
+        if isinstance(current, (int, float)):
+            try:
+                parsed = json.loads(value)
+            except json.JSONDecodeError:
+                parsed = value
+            return _number(parsed, current, key)
+        if current is None:
             try:
                 return json.loads(value)
             except json.JSONDecodeError:
@@ -271,9 +279,54 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
             return tuple(json.loads(value))
     if isinstance(current, tuple) and isinstance(value, list):
         return tuple(value)
-    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+    if isinstance(current, (int, float)) and not isinstance(current, bool):
+        return _number(value, current, key)
     return value
+
+
+def _number(value: Any, current: int | float, key: str) -> int | float:
+    """A value for a numeric field, of the field's type, or a ValueError naming the key."""
+    # numbers.*: a search algorithm's numpy integers and floats count as numbers
+    if value is None:  # optional fields (model.decoder.bpe_merges: None = every merge)
+        return None
+    if isinstance(current, int):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ValueError(f"{key}: expected an integer, got {value!r}")
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{key}: expected a number, got {value!r}")
+    return float(value)
+
+
+# The ranges of the numeric settings that have one: (test, what the value must be).
+RANGES: dict[str, tuple[Any, str]] = {
+    "model.alpha": (lambda v: v >= 0, "at least 0"),
+    "train.epochs": (lambda v: v >= 1, "at least 1"),
+    "train.batch_size": (lambda v: v >= 1, "at least 1"),
+    "train.lr_decoder": (lambda v: v > 0, "greater than 0"),
+    "train.lr_vad": (lambda v: v > 0, "greater than 0"),
+    "train.weight_decay": (lambda v: v >= 0, "at least 0"),
+    "train.warmup_steps": (lambda v: v >= 0, "at least 0"),
+    "train.grad_clip": (lambda v: v >= 0, "at least 0 (0 = no clipping)"),
+    "train.eval_every_steps": (lambda v: v >= 0, "at least 0 (0 = once per epoch)"),
+    "train.log_every_steps": (lambda v: v >= 1, "at least 1"),
+    "train.early_stopping_patience": (lambda v: v >= 0, "at least 0 (0 = never stop early)"),
+    "train.max_steps": (lambda v: v >= 0, "at least 0 (0 = no limit)"),
+    "eval.top_p": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "eval.temperature": (lambda v: v > 0, "greater than 0"),
+    "eval.max_new_tokens": (lambda v: v >= 1, "at least 1"),
+    "eval.batch_size": (lambda v: v >= 1, "at least 1"),
+    "eval.max_eval_paintings": (lambda v: v >= 0, "at least 0 (0 = all)"),
+    "data.synthetic_paintings": (lambda v: v >= 1, "at least 1"),
+    "data.min_tokens": (lambda v: v >= 1, "at least 1"),
+    "data.max_tokens": (lambda v: v >= 1, "at least 1"),
+}
+
+
+def check_range(key: str, value: Any) -> None:
+    rule = RANGES.get(key)
+    if rule is not None and value is not None and not rule[0](value):
+        raise ValueError(f"{key} must be {rule[1]} (got {value!r})")
 
 
 def apply_overrides(cfg: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
@@ -287,10 +340,16 @@ def _check_keys(cfg: ExperimentConfig, overrides: dict[str, Any]) -> dict[str, A
     known = to_flat_dict(cfg)
     unknown = sorted(set(overrides) - set(known))
     if unknown:
-        raise ValueError(
-            f"unknown configuration key(s) {unknown}; known keys: {', '.join(sorted(known))}"
-        )
-    return {k: _coerce(v, known[k], k) for k, v in overrides.items()}
+        hints = []
+        for key in unknown:
+            near = difflib.get_close_matches(key, list(known), n=3, cutoff=0.6)
+            hints.append(f"{key!r}" + (f" (did you mean {' or '.join(near)}?)" if near else ""))
+        raise ValueError(f"unknown configuration key {', '.join(hints)}; --print-config of "
+                         "python -m sevlm.train lists every key")
+    values = {k: _coerce(v, known[k], k) for k, v in overrides.items()}
+    for key, value in values.items():
+        check_range(key, value)
+    return values
 
 
 def from_flat_dict(flat: dict[str, Any]) -> ExperimentConfig:

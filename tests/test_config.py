@@ -57,3 +57,26 @@ def test_overrides_coerce_strings_and_reject_unknown_keys():
 def test_unknown_preset():
     with pytest.raises(ValueError, match="unknown preset"):
         preset("huge")
+
+
+def test_every_value_error_names_its_key_and_what_it_expects():
+    from sevlm.config import apply_overrides, tiny
+
+    cases = [
+        ({"model.alpha": "abc"}, "model.alpha: expected a number, got 'abc'"),
+        ({"train.epochs": "2.5"}, "train.epochs: expected an integer, got 2.5"),
+        ({"train.epochs": "-1"}, r"train.epochs must be at least 1 \(got -1\)"),
+        ({"model.alpha": -0.5}, "model.alpha must be at least 0"),
+        ({"train.lr_decoder": "0"}, "train.lr_decoder must be greater than 0"),
+        ({"eval.top_p": "1.5"}, r"eval.top_p must be in \(0, 1\]"),
+        ({"model.alpah": 2}, r"unknown configuration key 'model.alpah' \(did you mean model.alpha"),
+    ]
+    for overrides, message in cases:
+        with pytest.raises(ValueError, match=message):
+            apply_overrides(tiny(), overrides)
+    # a search algorithm's numpy numbers are numbers, of the field's type
+    import numpy as np
+
+    cfg = apply_overrides(tiny(), {"model.emotion_encoder_layers": np.int64(4), "model.alpha": np.float64(1.5)})
+    assert (cfg.model.emotion_encoder_layers, cfg.model.alpha) == (4, 1.5)
+    assert type(cfg.model.emotion_encoder_layers) is int and type(cfg.model.alpha) is float
