@@ -115,6 +115,7 @@ for name in head worker; do
     mount -t tmpfs tmpfs "$root/tmp"           # before the checkout's view: it may be under /tmp
     mount -t tmpfs tmpfs "$root/run"
     mkdir -p "$root/run/sshd"
+    mkdir -p "$root$work" "$root$REPO"       # under the node's new /tmp, a checkout in /tmp is gone
     mount -t tmpfs tmpfs "$root$work"          # the rehearsal's files, the other node's included
     mount -t tmpfs tmpfs "$root$REPO"          # the checkout: a node has only its ray up copy
     mkdir -p "$root$REPO/.venv"
