@@ -38,6 +38,8 @@ say() { echo "== $*"; }
 SUBNET=10.10.0
 declare -A NODE_IP=([head]=$SUBNET.1 [worker]=$SUBNET.2)
 CLIENT_IP=$SUBNET.254
+# Every node's ssh user is root (cluster.yaml's auth, rewritten below): its home there.
+NODE_HOME=/root
 
 # ------------------------------------------------------------- on this machine, as root
 if [[ "${1:-}" != --inside && "${1:-}" != --node ]]; then
@@ -121,12 +123,12 @@ for name in head worker; do
     mkdir -p "$root$REPO/.venv"
     mount -t overlay overlay -o "lowerdir=$REPO/.venv,upperdir=$ns/$name/venv-upper,workdir=$ns/$name/venv-work" \
         "$root$REPO/.venv"
-    sed -i "s#'$REPO/#'/root/sevlm-sweeps/#g" "$root$site_packages"/__editable___*_finder.py
-    rm -rf "$root/root/.ray" "$root/root/.ssh" "$root/root/sevlm-sweeps" "$root/root/.cache/sevlm-sweeps"
-    mkdir -p "$root/root/.ssh" "$root/root/sevlm-sweeps" "$root/shared"
-    ln -s "$REPO/.venv" "$root/root/sevlm-sweeps/.venv"
+    sed -i "s#'$REPO/#'$NODE_HOME/sevlm-sweeps/#g" "$root$site_packages"/__editable___*_finder.py
+    rm -rf "$root$NODE_HOME/.ray" "$root$NODE_HOME/.ssh" "$root$NODE_HOME/sevlm-sweeps" "$root$NODE_HOME/.cache/sevlm-sweeps"
+    mkdir -p "$root$NODE_HOME/.ssh" "$root$NODE_HOME/sevlm-sweeps" "$root/shared"
+    ln -s "$REPO/.venv" "$root$NODE_HOME/sevlm-sweeps/.venv"
     mount --bind "$work/shared" "$root/shared"
-    cp "$work/client/.ssh/id_rehearsal.pub" "$root/root/.ssh/authorized_keys"
+    cp "$work/client/.ssh/id_rehearsal.pub" "$root$NODE_HOME/.ssh/authorized_keys"
     ssh-keygen -q -t ed25519 -N '' -f "$root/etc/ssh/rehearsal_host_key"
     cat >"$root/etc/ssh/rehearsal_sshd_config" <<EOF
 ListenAddress ${NODE_IP[$name]}
@@ -186,23 +188,23 @@ say "a quick ablation sweep, submitted with ray exec --tmux as soon as ray up re
 on_head() { ip netns exec head "$@"; }
 check on_head "${CHECKS[@]}" wait-sweep rehearsal-ablations --timeout 420
 echo "  the driver's output (on the head):"
-sed 's/^/    | /' "$ns/head/root/root/rehearsal-ablations.log" | grep -v '^    | *$' | head -n 40
-check "${CHECKS[@]}" sweep-log "$ns/head/root/root/rehearsal-ablations.log" --waited
+sed 's/^/    | /' "$ns/head/root$NODE_HOME/rehearsal-ablations.log" | grep -v '^    | *$' | head -n 40
+check "${CHECKS[@]}" sweep-log "$ns/head/root$NODE_HOME/rehearsal-ablations.log" --waited
 check on_head "${CHECKS[@]}" trials rehearsal-ablations --count 2 --node "${NODE_IP[worker]}"
 check "${CHECKS[@]}" shared-caches "$work/shared/sevlm/ray_results" \
-    "$ns/head/root/root/sevlm-sweeps" "$ns/worker/root/root/sevlm-sweeps" \
-    --scratch "$ns/worker/root/root/.cache/sevlm-sweeps/trials/rehearsal-ablations"
+    "$ns/head/root$NODE_HOME/sevlm-sweeps" "$ns/worker/root$NODE_HOME/sevlm-sweeps" \
+    --scratch "$ns/worker/root$NODE_HOME/.cache/sevlm-sweeps/trials/rehearsal-ablations"
 
 say "the shared folder's marker and the token on each node"
-check "${CHECKS[@]}" token-and-marker "$work/shared/sevlm" "$ns/head/root/root/.ray/auth_token" \
-    "$ns/worker/root/root/.ray/auth_token"
+check "${CHECKS[@]}" token-and-marker "$work/shared/sevlm" "$ns/head/root$NODE_HOME/.ray/auth_token" \
+    "$ns/worker/root$NODE_HOME/.ray/auth_token"
 
 say "a machine without the token (this one, ${CLIENT_IP}) can neither join nor run work"
 check unshare --pid --fork --mount-proc env -u RAY_AUTH_MODE -u RAY_AUTH_TOKEN -u RAY_AUTH_TOKEN_PATH \
     "${CHECKS[@]}" no-token "${NODE_IP[head]}:6379"
 
 say "trials that this worker cannot run fail at once, with the node named"
-"$PY" -m sevlm.data.synthetic_emoset "$ns/head/root/root/emoset-on-head-only" --images-per-emotion 2 >/dev/null
+"$PY" -m sevlm.data.synthetic_emoset "$ns/head/root$NODE_HOME/emoset-on-head-only" --images-per-emotion 2 >/dev/null
 quick_sets="--set data.synthetic_paintings=40 --set eval.max_eval_paintings=4 --set eval.use_meteor=false \
 --set eval.max_new_tokens=6 --set train.batch_size=4 --set train.max_steps=2 --set train.eval_every_steps=2"
 "$RAY" exec "$work/cluster.yaml" "cd sevlm-sweeps && .venv/bin/python sweeps/alpha_search.py --num-trials 1 \
@@ -211,9 +213,9 @@ quick_sets="--set data.synthetic_paintings=40 --set eval.max_eval_paintings=4 --
 check "${CHECKS[@]}" failed-at-once "$work/no-cuda.log" --node "${NODE_IP[worker]}" --cause "cannot use CUDA"
 "$RAY" exec "$work/cluster.yaml" "cd sevlm-sweeps && .venv/bin/python sweeps/alpha_search.py --num-trials 1 \
     --address auto --storage $STORAGE --tracking-uri $MLFLOW --name rehearsal-head-only-path --gpu off \
-    --heldout emoset:/root/emoset-on-head-only $quick_sets" >"$work/head-only.log" 2>&1 || true
+    --heldout emoset:$NODE_HOME/emoset-on-head-only $quick_sets" >"$work/head-only.log" 2>&1 || true
 check "${CHECKS[@]}" failed-at-once "$work/head-only.log" --node "${NODE_IP[worker]}" \
-    --cause "--heldout = /root/emoset-on-head-only"
+    --cause "--heldout = $NODE_HOME/emoset-on-head-only"
 
 say "what listens on each node (ss -ltnp), against the README's port table"
 for name in head worker; do
