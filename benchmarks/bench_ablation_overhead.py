@@ -103,7 +103,7 @@ def trial_configs(work: Path, variants: list[str], steps: int | None):
     from sweeps.ablations import DEFAULT_OVERRIDES
     from sweeps.spec import DEFAULT_METRIC
     from sweeps.strategies import Grid
-    from trainables.trial import TrialSettings, trial_config
+    from sevlm.config import compose
     from sevlm.variants import VARIANTS
 
     overrides = {
@@ -116,9 +116,9 @@ def trial_configs(work: Path, variants: list[str], steps: int | None):
         overrides["train.max_steps"] = steps
     grid = Grid(variants={v: VARIANTS[v] for v in variants}, seeds=[0])
     # the sweep's metric picks the tested checkpoint, so both ways test the same one
-    settings = TrialSettings(sweep_name="direct", storage_path=str(work / "direct"), overrides=overrides,
-                             metric=DEFAULT_METRIC["tiny"])
-    return [trial_config(settings, grid.trial_overrides({Grid.VARIANT_KEY: v, Grid.SEED_KEY: 0}), v) for v in variants]
+    base = compose("tiny", {"train.monitor_metric": DEFAULT_METRIC["tiny"]}, overrides)
+    return [compose(base, grid.variants[v], {"seed": 0, "output_dir": str(work / "direct" / "direct" / "outputs" / v)})
+            for v in variants]
 
 
 def run_direct(cfg, work: Path) -> dict:

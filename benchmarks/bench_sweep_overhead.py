@@ -143,9 +143,9 @@ def trial_flags(steps: int | None) -> list[str]:
 
 def direct_config(work: Path, steps: int | None):
     """The configuration a one-trial alpha search gives its first (paper) trial."""
-    from sevlm.config import apply_overrides, preset
+    from sevlm.config import compose, to_flat_dict
     from sweeps import alpha_search
-    from trainables.trial import TrialSettings, trial_config
+    from sweeps.spec import DEFAULT_METRIC
 
     overrides = dict(alpha_search.DEFAULT_OVERRIDES.get("tiny", {}))
     overrides.update({
@@ -155,13 +155,10 @@ def direct_config(work: Path, steps: int | None):
     })
     if steps is not None:
         overrides["train.max_steps"] = steps
-    base = apply_overrides(preset("tiny"), overrides)
-    from sevlm.config import to_flat_dict
-
-    flat = to_flat_dict(base)
-    paper = {k: flat[k] for k in alpha_search.SPACE["tiny"]}
-    settings = TrialSettings(sweep_name="direct", storage_path=str(work / "direct"), overrides=overrides)
-    return trial_config(settings, paper, "direct")
+    # the sweep's base (its metric picks the tested checkpoint) plus its paper point
+    base = to_flat_dict(compose("tiny", {"train.monitor_metric": DEFAULT_METRIC["tiny"]}, overrides))
+    paper = {k: base[k] for k in alpha_search.SPACE["tiny"]}
+    return compose(base, paper, {"output_dir": str(work / "direct" / "direct" / "outputs" / "direct")})
 
 
 def run_direct(work: Path, steps: int | None) -> float:

@@ -6,7 +6,9 @@ emotion encoder of 3 layers with 1 head, L=30, alpha=2, AdamW with lr 2e-5 for t
 and heads and 4e-5 for the VAD emotion modelling, batch 32, nucleus sampling p=0.9.
 
 ``ExperimentConfig`` flattens to dotted keys (``model.alpha``) for sweeps and MLflow params
-and is rebuilt from them with :func:`from_flat_dict`.
+and is rebuilt from them with :func:`from_flat_dict`. :func:`compose` makes a run's
+configuration from a preset (or a composed base) and layers of overrides: the one parser of
+command-line values, with the rules of ``sevlm.config_rules``.
 """
 
 from __future__ import annotations
@@ -15,8 +17,26 @@ import dataclasses
 import difflib
 import json
 import numbers
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
+
+# The rules live in config_rules; these names are part of this module's interface.
+from sevlm.config_rules import (  # noqa: F401  (re-exported)
+    DATASET_PATHS,
+    DATASETS,
+    DECODER_INITS,
+    MAYBE_PATH_KEYS,
+    PATH_KEYS,
+    RANGES,
+    absolute_paths,
+    check_range,
+    derived_settings,
+    input_paths,
+    missing_dataset_paths,
+    validate,
+)
 
 
 @dataclass
@@ -298,46 +318,56 @@ def _number(value: Any, current: int | float, key: str) -> int | float:
     return float(value)
 
 
-# The ranges of the numeric settings that have one: (test, what the value must be).
-RANGES: dict[str, tuple[Any, str]] = {
-    "model.alpha": (lambda v: v >= 0, "at least 0"),
-    "train.epochs": (lambda v: v >= 1, "at least 1"),
-    "train.batch_size": (lambda v: v >= 1, "at least 1"),
-    "train.lr_decoder": (lambda v: v > 0, "greater than 0"),
-    "train.lr_vad": (lambda v: v > 0, "greater than 0"),
-    "train.weight_decay": (lambda v: v >= 0, "at least 0"),
-    "train.warmup_steps": (lambda v: v >= 0, "at least 0"),
-    "train.grad_clip": (lambda v: v >= 0, "at least 0 (0 = no clipping)"),
-    "train.eval_every_steps": (lambda v: v >= 0, "at least 0 (0 = once per epoch)"),
-    "train.log_every_steps": (lambda v: v >= 1, "at least 1"),
-    "train.early_stopping_patience": (lambda v: v >= 0, "at least 0 (0 = never stop early)"),
-    "train.max_steps": (lambda v: v >= 0, "at least 0 (0 = no limit)"),
-    "eval.top_p": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    "eval.temperature": (lambda v: v > 0, "greater than 0"),
-    "eval.max_new_tokens": (lambda v: v >= 1, "at least 1"),
-    "eval.batch_size": (lambda v: v >= 1, "at least 1"),
-    "eval.max_eval_paintings": (lambda v: v >= 0, "at least 0 (0 = all)"),
-    "data.synthetic_paintings": (lambda v: v >= 1, "at least 1"),
-    "data.min_tokens": (lambda v: v >= 1, "at least 1"),
-    "data.max_tokens": (lambda v: v >= 1, "at least 1"),
-}
+def compose(base: str | ExperimentConfig | Mapping[str, Any], *layers: Mapping[str, Any],
+            cwd: str | os.PathLike | None = None) -> ExperimentConfig:
+    """A run's configuration, the one way every entry point makes it.
 
-
-def check_range(key: str, value: Any) -> None:
-    rule = RANGES.get(key)
-    if rule is not None and value is not None and not rule[0](value):
-        raise ValueError(f"{key} must be {rule[1]} (got {value!r})")
-
-
-def apply_overrides(cfg: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
-    """Return a copy of ``cfg`` with dotted-key overrides applied; unknown keys raise."""
-    cfg = dataclasses.replace(cfg)  # shallow; nested objects are replaced below
-    cfg = from_flat_dict({**to_flat_dict(cfg), **_check_keys(cfg, overrides)})
+    ``base``: a preset's name, or a configuration composed before (as it is, or flattened
+    by :func:`to_flat_dict`: a sweep's base that its trials build on). ``layers``: dotted-key
+    overrides applied in order, the later winning; each value is parsed once, from
+    command-line text or a search algorithm's number to the key's type, and checked against
+    its range. Then the settings that follow from others (``config_rules.derived_settings``;
+    a key a layer gives is never changed), relative paths made absolute against ``cwd`` when
+    it is given, and the model's rules (:func:`validate`). Raises ValueError naming the key.
+    """
+    if isinstance(base, str):
+        base = preset(base)
+    flat = to_flat_dict(base) if isinstance(base, ExperimentConfig) else dict(base)
+    given: set[str] = set()
+    for layer in layers:
+        flat.update(parse_overrides(flat, layer))
+        given.update(layer)
+    flat.update(derived_settings(flat, given))
+    if cwd is not None:
+        flat.update(absolute_paths(flat, cwd))
+    cfg = from_flat_dict(flat)
+    validate(cfg)
     return cfg
 
 
-def _check_keys(cfg: ExperimentConfig, overrides: dict[str, Any]) -> dict[str, Any]:
-    known = to_flat_dict(cfg)
+def apply_overrides(cfg: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentConfig:
+    """A copy of ``cfg`` with dotted-key overrides parsed and applied, without the derived
+    settings and the model's rules (tests and tools that build a configuration piece by
+    piece; a run's configuration comes from :func:`compose`)."""
+    flat = to_flat_dict(cfg)
+    return from_flat_dict({**flat, **parse_overrides(flat, overrides)})
+
+
+def set_items(items: list[str] | None, flag: str = "--set", form: str = "KEY=VALUE") -> dict[str, str]:
+    """Command-line ``KEY=VALUE`` items (``--set``, repeatable) as a layer of overrides."""
+    layer: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{flag} expects {form}, got {item!r}")
+        layer[key.strip()] = value.strip()
+    return layer
+
+
+def parse_overrides(known: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The one parser: ``overrides`` (dotted key -> text or value) as typed values of the
+    keys of ``known`` (a flattened configuration), range-checked. An unknown key suggests
+    the nearest known ones."""
     unknown = sorted(set(overrides) - set(known))
     if unknown:
         hints = []
@@ -390,70 +420,12 @@ def to_flat_dict_from_nested(nested: dict[str, Any], prefix: str = "") -> dict[s
     return out
 
 
-# ----------------------------------------------------------------------- model rules
-
-# What the VAD fusion reads (see ModelConfig.fusion_input).
-FUSION_INPUTS = ("word", "paper")
-# Depth of the emotion encoder: 0 = raw VAD vectors (the paper's "w/o emotion encoder").
-EMOTION_ENCODER_LAYERS = (0, 6)
-# Where a decoder without a checkpoint starts (ModelConfig.decoder_init).
-DECODER_INITS = ("scratch", "pretrained")
-# The contrastive MLP: initialisations and the range of its hidden layers.
-CONTRASTIVE_HEAD_INITS = ("pytorch", "gpt2")
-CONTRASTIVE_HEAD_LAYERS = (1, 8)
 
 
-def validate(cfg: ExperimentConfig | ModelConfig) -> None:
-    """Raise ValueError if the model cannot be built from ``cfg``.
-
-    The one home of the model's rules: ``SEVLM.from_config`` calls it, and sweeps call it on
-    every trial configuration before the first trial starts.
-    """
-    model = cfg.model if isinstance(cfg, ExperimentConfig) else cfg
-    if model.use_contrastive and not (model.neg_wrong_emotion or model.neg_other_image):
-        raise ValueError(
-            "model.use_contrastive=True needs at least one negative type: set "
-            "model.neg_wrong_emotion and/or model.neg_other_image to True (or "
-            "model.use_contrastive=False)"
-        )
-    if model.fusion_input not in FUSION_INPUTS:
-        raise ValueError(f"model.fusion_input must be one of {FUSION_INPUTS} (got {model.fusion_input!r})")
-    low, high = EMOTION_ENCODER_LAYERS
-    if not low <= model.emotion_encoder_layers <= high:
-        raise ValueError(
-            f"model.emotion_encoder_layers must stay within {low}..{high} "
-            f"(got {model.emotion_encoder_layers})"
-        )
-    if model.decoder_init not in DECODER_INITS:
-        raise ValueError(f"model.decoder_init must be one of {DECODER_INITS} (got {model.decoder_init!r})")
-    if model.contrastive_head_init not in CONTRASTIVE_HEAD_INITS:
-        raise ValueError(
-            f"model.contrastive_head_init must be one of {CONTRASTIVE_HEAD_INITS} "
-            f"(got {model.contrastive_head_init!r})"
-        )
-    low, high = CONTRASTIVE_HEAD_LAYERS
-    if not low <= model.contrastive_head_layers <= high:
-        raise ValueError(
-            f"model.contrastive_head_layers must stay within {low}..{high} "
-            f"(got {model.contrastive_head_layers})"
-        )
-
-
-def input_paths(cfg: ExperimentConfig) -> dict[str, str]:
-    """The files and folders a run reads and does not make itself, by configuration key:
-    what must exist on the machine that trains (a cluster node checks them before it
-    starts). Pretrained weights are named only when given as a local path; a hub name is
-    ``sevlm.model.weights``' concern."""
-    data = cfg.data
-    paths: dict[str, str | None] = {}
-    if data.dataset in ("artemis_v1", "artemis_v2"):
-        paths["data.artemis_csv"] = data.artemis_csv
-        paths["data.image_dir"] = data.image_dir
-    if data.dataset == "artemis_v2":
-        paths["data.contrastive_csv"] = data.contrastive_csv
-    paths["vad.path"] = cfg.vad.path
-    for key, value in (("model.image_encoder.pretrained", cfg.model.image_encoder.pretrained),
-                       ("model.decoder.name_or_path", cfg.model.decoder.name_or_path)):
-        if isinstance(value, str) and value.startswith(("/", "./", "../", "~")):
-            paths[key] = value
-    return {key: str(value) for key, value in paths.items() if value and "://" not in str(value)}
+__all__ = [
+    "DATASET_PATHS", "DATASETS", "DECODER_INITS", "MAYBE_PATH_KEYS", "PATH_KEYS", "PRESETS", "RANGES", "DataConfig", "DecoderConfig",
+    "EvalConfig", "ExperimentConfig", "ImageEncoderConfig", "ModelConfig", "PretrainConfig", "TrainConfig",
+    "VADConfig", "absolute_paths", "apply_overrides", "check_range", "compose", "derived_settings", "from_flat_dict",
+    "from_json", "input_paths", "missing_dataset_paths", "paper", "parse_overrides", "preset", "set_items", "tiny",
+    "to_flat_dict", "to_json", "validate",
+]

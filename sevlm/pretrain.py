@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 
 import sevlm  # noqa: F401  (torchvision shim before transformers)
-from sevlm.config import ExperimentConfig, apply_overrides, preset
+from sevlm.config import PRESETS, ExperimentConfig, apply_overrides, compose, set_items
 from sevlm.data.text_corpus import CORPUS_VERSION, generate_corpus
 
 # Bump when the training below changes what a given set of settings produces.
@@ -327,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
-    p.add_argument("--preset", default="tiny", choices=["tiny", "paper"],
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
                    help="the decoder's shape comes from the preset (default tiny; the paper "
                         "preset names distilgpt2, which needs no pre-training here)")
     p.add_argument("--feature-cache-dir",
@@ -341,16 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    overrides: dict[str, object] = {}
-    if args.feature_cache_dir:
-        overrides["data.feature_cache_dir"] = args.feature_cache_dir
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = value.strip()
+    flags = {"data.feature_cache_dir": args.feature_cache_dir} if args.feature_cache_dir else {}
     try:
-        cfg = apply_overrides(preset(args.preset), overrides)
+        cfg = compose(args.preset, flags, set_items(args.set))
         _check(cfg)
     except ValueError as exc:
         parser.error(str(exc))

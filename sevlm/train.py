@@ -21,7 +21,7 @@ import argparse
 import logging
 import sys
 
-from sevlm.config import DECODER_INITS, apply_overrides, preset, to_flat_dict, to_json
+from sevlm.config import DATASETS, DECODER_INITS, PRESETS, compose, set_items, to_flat_dict, to_json
 
 # Exit status of an error in the user's input (argparse uses the same for bad flags).
 EXIT_USER_ERROR = 2
@@ -59,11 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__,
     )
-    p.add_argument("--preset", default="tiny", choices=["tiny", "paper"],
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
                    help="tiny: offline CPU model on synthetic data; paper: CLIP ViT-B/16 + "
                         "distilgpt2 with the paper's hyper-parameters (default: tiny)")
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", choices=["synthetic", "artemis_v1", "artemis_v2"],
+    g.add_argument("--dataset", choices=DATASETS,
                    help="which data to train on (default: the preset's, synthetic)")
     g.add_argument("--artemis-csv", help="ArtEmis v1.0 raw CSV (artemis_dataset_release_v0.csv)")
     g.add_argument("--contrastive-csv", help="ArtEmis v2.0 Contrastive.csv (for artemis_v2)")
@@ -126,20 +126,9 @@ def report_error(exc: BaseException) -> int:
 
 
 def resolve_config(args: argparse.Namespace):
-    overrides = {
-        key: getattr(args, flag) for flag, key in FLAG_KEYS.items()
-        if getattr(args, flag) is not None
-    }
-    if args.decoder is not None and args.decoder.strip().lower() not in ("none", "null"):
-        # A named decoder brings its own tokenizer: the preset's smaller offline BPE
-        # (model.decoder.bpe_merges, tiny) does not apply to it. --set can still say otherwise.
-        overrides["model.decoder.bpe_merges"] = None
-    for item in args.set:
-        if "=" not in item:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = value.strip()
-    return apply_overrides(preset(args.preset), overrides)
+    """The preset, then the flags, then ``--set`` (which wins)."""
+    flags = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items() if getattr(args, flag) is not None}
+    return compose(args.preset, flags, set_items(args.set))
 
 
 def main(argv: list[str] | None = None) -> int:

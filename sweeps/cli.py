@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sevlm.config import DATASETS, PRESETS
 from sweeps import SweepError
 from sweeps.console import quiet_console
 from sweeps.leftovers import record_driver, stop_leftovers
@@ -104,10 +105,10 @@ def add_common_flags(p: argparse.ArgumentParser, *, kind: str, default_metric: d
                         "(--name; optional when --storage holds one sweep of this kind)")
 
     g = p.add_argument_group("configuration")
-    g.add_argument("--preset", choices=["tiny", "paper"], default=None,
+    g.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="tiny: offline CPU model on synthetic data (default); paper: the "
                         "paper's model and hyper-parameters")
-    g.add_argument("--dataset", choices=["synthetic", "artemis_v1", "artemis_v2"], default=None,
+    g.add_argument("--dataset", choices=DATASETS, default=None,
                    help="dataset (default: the preset's, synthetic)")
     g.add_argument("--artemis-csv", default=None, help="ArtEmis CSV (artemis_dataset_release_v0.csv)")
     g.add_argument("--contrastive-csv", default=None, help="ArtEmis v2 Contrastive.csv")
@@ -327,7 +328,7 @@ def _fit(spec: SweepSpec, args: argparse.Namespace, sweep: Sweep, device: str | 
         sweep_path=spec.experiment_dir, metric=spec.metric, params=spec.parent_params(),
         tags=plan.parent_tags(), spec=dataclasses.asdict(spec), total_trials=plan.total_trials(),
     )
-    trainable = make_trainable(spec.trial_settings, plan.trial_overrides)
+    trainable = make_trainable(spec.trial_settings)
     if args.resume:
         # Tune restores its callbacks (MLflow writer, progress table, reaper) with its state.
         tuner = tune.Tuner.restore(spec.experiment_dir, trainable=trainable,

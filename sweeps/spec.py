@@ -2,8 +2,10 @@
 
 ``build_spec`` turns the flags into a spec, or raises SweepError with a one-line message:
 unknown keys, missing data files, an impossible strategy, a configuration the model
-refuses (``sevlm.config.validate`` on every point the strategy probes), an unusable
-tracking store. The spec is saved next to Tune's state; ``--resume`` reloads it.
+refuses (``sevlm.config.compose`` of every point the strategy probes), an unusable
+tracking store. The spec holds the sweep's configuration composed once (its trial
+settings' ``base``); a trial is that base plus its point. The spec is saved next to Tune's
+state; ``--resume`` reloads it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -21,22 +22,12 @@ from sweeps import SweepError
 from sweeps.strategies import Strategy, strategy_from_dict
 from trainables import mlflow_store
 from trainables import tracking_schema as schema
-from trainables.trial import TrialSettings, trial_config
+from trainables.settings import TrialSettings
 
 SPEC_FILE = "sevlm_sweep.json"
 # The tiny preset's short runs leave BLEU-4 near 0 on its small validation split, which
 # would make every trial tie: its sweeps optimise ROUGE-L unless --metric says otherwise.
 DEFAULT_METRIC = {"tiny": "val/rouge_l", "paper": "val/bleu4"}
-PATH_KEYS = (
-    "data.artemis_csv",
-    "data.contrastive_csv",
-    "data.image_dir",
-    "data.synthetic_dir",
-    "data.feature_cache_dir",
-    "data.ea_classifier_dir",
-    "vad.path",
-)
-MAYBE_PATH_KEYS = ("model.image_encoder.pretrained", "model.decoder.name_or_path")
 # Built once and shared by every trial: on a cluster (--address) they default to folders
 # under --storage, which every node mounts, instead of each node's copy of the project.
 CLUSTER_CACHES = {
@@ -64,7 +55,7 @@ class SweepSpec:
     tracking_uri: str
     experiment: str
     preset: str
-    overrides: dict[str, Any]  # fixed for every trial
+    overrides: dict[str, Any]  # what the sweep fixes beyond the preset, as parsed (params sweep.set.*)
     metric: str
     strategy: dict[str, Any]  # Strategy.to_dict()
     settings: dict[str, Any]  # TrialSettings.to_dict()
@@ -119,7 +110,7 @@ def build_spec(
     cwd: Path,
 ) -> SweepSpec:
     """Validate the flags (everything that does not need the cluster) into a SweepSpec."""
-    from sevlm.config import apply_overrides, preset, to_flat_dict
+    from sevlm.config import MAYBE_PATH_KEYS, PATH_KEYS, compose, preset, set_items, to_flat_dict
 
     preset_name = args.preset or "tiny"
     _check_shared_storage(args)
@@ -138,36 +129,40 @@ def build_spec(
     if args.cpus_per_trial is not None and args.cpus_per_trial < 0.2:
         raise SweepError(f"--cpus-per-trial must be at least 0.2 (got {args.cpus_per_trial})")
 
-    # Fixed configuration: preset, the sweep's defaults, dataset flags, --set.
-    base = preset(preset_name)
-    overrides: dict[str, Any] = {**default_overrides.get(preset_name, {}), **strategy_flags.extra_overrides(args)}
-    overrides.update({key: getattr(args, flag) for flag, key in DATASET_FLAGS.items() if getattr(args, flag) is not None})
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise SweepError(f"--set {item}: expected KEY=VALUE")
-        overrides[key.strip()] = value.strip()
+    # The configuration every trial starts from, composed once: the preset, then (later
+    # wins) the shared caches of a cluster, the sweep's metric as the loop's, the sweep's
+    # defaults, the dataset flags, --set. Its paths are made absolute: trials run elsewhere.
     storage = storage_root(args.storage, cwd)
-    if args.address is not None and "://" not in storage:
-        for key, folder in CLUSTER_CACHES.items():
-            overrides.setdefault(key, f"{storage}/cache/{folder}")
+    caches = ({key: f"{storage}/cache/{folder}" for key, folder in CLUSTER_CACHES.items()}
+              if args.address is not None and "://" not in storage else {})
     try:
-        flat = to_flat_dict(apply_overrides(base, overrides))
+        fixed = {**caches, **default_overrides.get(preset_name, {}), **strategy_flags.extra_overrides(args),
+                 **{key: getattr(args, flag) for flag, key in DATASET_FLAGS.items() if getattr(args, flag) is not None},
+                 **set_items(args.set)}
+        base = compose(preset_name, {"train.monitor_metric": metric}, fixed, cwd=cwd)
     except (ValueError, TypeError) as exc:
         raise SweepError(f"--set: {exc}") from None
-    overrides = _absolute_paths(flat, overrides, cwd)
-    flat = to_flat_dict(apply_overrides(base, overrides))
-    _check_dataset(flat)
-    if metric == "val/meteor" and not flat.get("eval.use_meteor", True):
+    flat = to_flat_dict(base)
+    preset_flat = to_flat_dict(preset(preset_name))
+    overrides = {key: flat[key] for key in flat if key in fixed or (key in PATH_KEYS + MAYBE_PATH_KEYS
+                                                                     and flat[key] != preset_flat[key])}
+    _check_dataset(base)
+    if metric == "val/meteor" and not base.eval.use_meteor:
         raise SweepError("--metric val/meteor needs METEOR: drop --set eval.use_meteor=false")
+    output_root = overrides.pop("output_dir", None)  # the trials' folders go under it
+    if output_root is not None and "://" not in str(output_root):
+        output_root = str((cwd / str(output_root)).resolve())
 
-    plan = strategy_flags.build(args, preset_name, to_flat_dict(base), overrides)
+    plan = strategy_flags.build(args, preset_name, flat, overrides)
+    settings = TrialSettings(sweep_name="", storage_path=storage, base=flat, point_layers=plan.point_layers(),
+                             metric=metric, max_failures=worker_retries, keep_checkpoints=keep,
+                             output_root=output_root, local_scratch=args.address is not None)
     # Every trial's configuration must be buildable: try the strategy's probe points.
-    probe = TrialSettings(sweep_name="probe", storage_path="/tmp", preset=preset_name,
-                          overrides=overrides, metric=metric)
+    from sevlm.model.weights import ensure_pretrained_available
+
     for point in plan.probe_points():
         try:
-            trial_config(probe, plan.trial_overrides(point))
+            ensure_pretrained_available(compose(flat, settings.point_overrides(point)).model)
         except (ValueError, TypeError) as exc:
             raise SweepError(f"the sweep gives an invalid configuration {point}: {exc}") from None
 
@@ -186,12 +181,7 @@ def build_spec(
     if "://" not in storage and (Path(experiment_dir) / SPEC_FILE).exists():
         raise SweepError(f"a sweep named {name!r} already exists in {storage}; continue it with "
                          f"--resume --name {name}, or choose another --name")
-    output_root = overrides.pop("output_dir", None)
-    if output_root is not None and "://" not in str(output_root):
-        output_root = str((cwd / str(output_root)).resolve())
-    settings = TrialSettings(sweep_name=name, storage_path=storage, output_root=output_root, preset=preset_name,
-                             overrides=overrides, metric=metric, max_failures=worker_retries, keep_checkpoints=keep,
-                             local_scratch=args.address is not None)
+    settings.sweep_name = name
     return SweepSpec(
         kind=kind, name=name, storage_path=storage, experiment_dir=experiment_dir,
         tracking_uri=tracking_uri, experiment=args.experiment or schema.DEFAULT_EXPERIMENT,
@@ -265,29 +255,17 @@ def _sweeps(storage: str, kind: str) -> list[str]:
     return [str(d) for d in sorted(found, key=lambda d: (d / SPEC_FILE).stat().st_mtime, reverse=True)]
 
 
-def _absolute_paths(flat: dict[str, Any], overrides: dict[str, Any], cwd: Path) -> dict[str, Any]:
-    """Relative paths are resolved against the current directory (trials run elsewhere)."""
-    out = dict(overrides)
-    for key in PATH_KEYS:
-        value = out.get(key, flat.get(key))
-        if isinstance(value, str) and value and "://" not in value and not os.path.isabs(value):
-            out[key] = str((cwd / value).resolve())
-    for key in MAYBE_PATH_KEYS:
-        value = out.get(key, flat.get(key))
-        if isinstance(value, str) and value and not os.path.isabs(value) and (cwd / value).exists():
-            out[key] = str((cwd / value).resolve())
-    return out
+def _check_dataset(cfg) -> None:
+    """The dataset's files (``sevlm.config_rules``), in the words of the sweep's flags."""
+    from sevlm.config import DATASET_PATHS, input_paths, missing_dataset_paths, to_flat_dict
 
-
-def _check_dataset(flat: dict[str, Any]) -> None:
-    dataset = flat.get("data.dataset")
-    if dataset in ("artemis_v1", "artemis_v2"):
-        needed = ["data.artemis_csv", "data.image_dir"] + (["data.contrastive_csv"] if dataset == "artemis_v2" else [])
-        for key in needed:
-            if not flat.get(key):
-                raise SweepError(f"--dataset {dataset} needs --{key.split('.', 1)[1].replace('_', '-')}")
-    for key in ("data.artemis_csv", "data.contrastive_csv", "data.image_dir", "vad.path"):
-        value = flat.get(key)
-        if value and "://" not in str(value) and not Path(value).exists():
-            flag = "--set vad.path" if key == "vad.path" else "--" + key.split(".", 1)[1].replace("_", "-")
-            raise SweepError(f"{flag} {value}: no such file or directory")
+    flags = {key: flag for flag, key in DATASET_FLAGS.items()}
+    flag = lambda key: "--" + flags[key].replace("_", "-") if key in flags else f"--set {key}"  # noqa: E731
+    for key in missing_dataset_paths(cfg.data):
+        raise SweepError(f"--dataset {cfg.data.dataset} needs {flag(key)}")
+    # A file given for another dataset than the chosen one is checked too: likely a slip.
+    flat = to_flat_dict(cfg)
+    given = {key: str(flat[key]) for paths in DATASET_PATHS.values() for key in paths if flat[key]}
+    for key, value in {**given, **input_paths(cfg)}.items():
+        if "://" not in value and not Path(value).exists():
+            raise SweepError(f"{flag(key)} {value}: no such file or directory")

@@ -68,9 +68,11 @@ class Strategy:
         """Tune config key -> its header in the progress and results tables."""
         raise NotImplementedError
 
-    def trial_overrides(self, config: dict[str, Any]) -> dict[str, Any]:
-        """A trial's Tune config -> its configuration overrides."""
-        raise NotImplementedError
+    def point_layers(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Keys of a trial's Tune config whose value names a layer of configuration
+        overrides (``trainables.settings.TrialSettings.point_layers``); every other key of
+        the config is a configuration key."""
+        return {}
 
     def trial_tags(self, config: dict[str, Any]) -> dict[str, str]:
         """MLflow tags of a trial's run."""
@@ -170,9 +172,6 @@ class TPE(Strategy):
     def columns(self) -> dict[str, str]:
         return {k: self.short_names.get(k, k.rsplit(".", 1)[-1]) for k in self.space}
 
-    def trial_overrides(self, config: dict[str, Any]) -> dict[str, Any]:
-        return dict(config)
-
     def trial_tags(self, config: dict[str, Any]) -> dict[str, str]:
         return {schema.TAG_IS_PAPER_CONFIG: str(self.is_paper_point(config)).lower()}
 
@@ -220,7 +219,7 @@ class TPEFlags:
     def extra_overrides(self, args: argparse.Namespace) -> dict[str, Any]:
         return {}
 
-    def build(self, args: argparse.Namespace, preset: str, preset_flat: dict[str, Any],
+    def build(self, args: argparse.Namespace, preset: str, base_flat: dict[str, Any],
               fixed: dict[str, Any]) -> TPE:
         num_trials = self.default_trials if args.num_trials is None else args.num_trials
         if num_trials < 1:
@@ -234,11 +233,11 @@ class TPEFlags:
         texts = dict(self.space[preset])
         texts.update(_key_values(args.space, "--space", "KEY=SPEC"))
         space = parse_space(texts)
-        check_space(space, preset_flat)
+        check_space(space, base_flat)
         both = sorted(set(space) & set(fixed))
         if both:
             raise SweepError(f"{', '.join(both)} both searched (--space) and fixed (--set); pick one")
-        paper = base_point(space, preset_flat) if args.paper_first is not False else {}
+        paper = base_point(space, base_flat) if args.paper_first is not False else {}
         outside = [k for k, v in paper.items() if not space[k].contains(v)]
         if outside:
             raise SweepError(
@@ -258,13 +257,12 @@ class TPEFlags:
 
 
 def _key_values(items: list[str] | None, flag: str, form: str) -> dict[str, str]:
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise SweepError(f"{flag} {item}: expected {form}")
-        out[key.strip()] = value.strip()
-    return out
+    from sevlm.config import set_items
+
+    try:
+        return set_items(items, flag, form)
+    except ValueError as exc:
+        raise SweepError(str(exc)) from None
 
 
 # ------------------------------------------------------------------------------ grid
@@ -275,7 +273,7 @@ class Grid(Strategy):
     kind: ClassVar[str] = "grid"
     # Keys of a trial's Tune config.
     VARIANT_KEY: ClassVar[str] = "ablation"
-    SEED_KEY: ClassVar[str] = "seed"
+    SEED_KEY: ClassVar[str] = "seed"  # the configuration key itself
 
     variants: dict[str, dict[str, Any]]  # name -> configuration overrides, in order
     seeds: list[int]
@@ -334,10 +332,11 @@ class Grid(Strategy):
     def columns(self) -> dict[str, str]:
         return {self.VARIANT_KEY: "variant", self.SEED_KEY: "seed"}
 
-    def trial_overrides(self, config: dict[str, Any]) -> dict[str, Any]:
-        # The seed varies initialisation, batch order and sampling; the data (synthetic
-        # set and split) has its own seeds, so every trial sees the same test paintings.
-        return {**self.variants[config[self.VARIANT_KEY]], "seed": int(config[self.SEED_KEY])}
+    def point_layers(self) -> dict[str, dict[str, dict[str, Any]]]:
+        # SEED_KEY is the configuration's "seed": it varies initialisation, batch order and
+        # sampling; the data (synthetic set and split) has its own seeds, so every trial sees
+        # the same test paintings.
+        return {self.VARIANT_KEY: self.variants}
 
     def trial_tags(self, config: dict[str, Any]) -> dict[str, str]:
         return {schema.TAG_VARIANT: str(config[self.VARIANT_KEY]), schema.TAG_SEED: str(config[self.SEED_KEY])}
@@ -378,7 +377,7 @@ class GridFlags:
     def extra_overrides(self, args: argparse.Namespace) -> dict[str, Any]:
         return dict(self.quick_overrides) if args.quick else {}
 
-    def build(self, args: argparse.Namespace, preset: str, preset_flat: dict[str, Any],
+    def build(self, args: argparse.Namespace, preset: str, base_flat: dict[str, Any],
               fixed: dict[str, Any]) -> Grid:
         default_seeds = self.quick_seeds if args.quick else self.default_seeds
         seeds = default_seeds if args.seeds is None else args.seeds

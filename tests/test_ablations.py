@@ -40,7 +40,7 @@ def test_unknown_variant_is_a_usage_error_that_lists_the_known_ones(capsys):
 def _trial_configs(data_root: Path, tmp_path: Path, points: list[tuple[str, int]]):
     """What the ablation sweep's trials build, on a small synthetic set."""
     from sweeps.ablations import DEFAULT_OVERRIDES
-    from trainables.trial import TrialSettings, trial_config
+    from sevlm.config import compose
 
     overrides = {
         **DEFAULT_OVERRIDES["tiny"],
@@ -50,8 +50,8 @@ def _trial_configs(data_root: Path, tmp_path: Path, points: list[tuple[str, int]
         "data.split_fractions": [0.7, 0.1, 0.2],
     }
     grid = Grid(variants=dict(VARIANTS), seeds=[1, 2])
-    settings = TrialSettings(sweep_name="pairs", storage_path=str(tmp_path), overrides=overrides)
-    return [trial_config(settings, grid.trial_overrides({Grid.VARIANT_KEY: v, Grid.SEED_KEY: s}), f"{v}_{s}")
+    base = compose("tiny", {"train.monitor_metric": "val/bleu4"}, overrides)
+    return [compose(base, grid.variants[v], {"seed": s, "output_dir": f"{tmp_path}/pairs/outputs/{v}_{s}"})
             for v, s in points]
 
 

@@ -10,7 +10,7 @@ from sweeps import ablations
 from sweeps import lr_selection as sel
 from sweeps.spec import build_spec
 from sweeps.strategies import Grid
-from trainables.trial import trial_config
+from sevlm.config import compose
 
 # The sweeps' trial configurations are resolved on the driver without starting Ray; the
 # pre-trained decoder itself is built by the first trial that needs it (not here).
@@ -28,7 +28,8 @@ def trial_configs(sweep, argv, cwd):
     plan = spec.plan
     points = plan.points()
     assert len(points) == plan.total_trials()
-    return spec, [(p, trial_config(spec.trial_settings, plan.trial_overrides(p), "t")) for p in points]
+    settings = spec.trial_settings
+    return spec, [(p, compose(settings.base, settings.point_overrides(p), settings.run_overrides("t"))) for p in points]
 
 
 def test_the_ablation_sweep_puts_every_trial_in_the_regime_it_is_given(sweep_in_tmp):

@@ -218,14 +218,17 @@ def test_concurrent_openers_of_a_new_store(tmp_path):
 
 
 def test_both_negatives_off_means_no_contrastive_loss(tmp_path):
-    from trainables.trial import TrialSettings, trial_config
+    from sevlm.config import compose, to_flat_dict
+    from trainables.settings import TrialSettings
 
-    settings = TrialSettings(sweep_name="s", storage_path=str(tmp_path))
-    cfg = trial_config(settings, {"model.neg_wrong_emotion": False, "model.neg_other_image": False}, "s_t1")
+    base = to_flat_dict(compose("paper", {"train.monitor_metric": "val/bleu4"}))
+    settings = TrialSettings(sweep_name="s", storage_path=str(tmp_path), base=base)
+    cfg = compose(settings.base, {"model.neg_wrong_emotion": False, "model.neg_other_image": False},
+                  settings.run_overrides("s_t1"))
     assert cfg.model.use_contrastive is False
     assert cfg.output_dir == f"{tmp_path}/s/outputs/s_t1"
     assert cfg.train.monitor_metric == "val/bleu4"
-    cfg = trial_config(settings, {"model.neg_wrong_emotion": True, "model.neg_other_image": False})
+    cfg = compose(settings.base, {"model.neg_wrong_emotion": True, "model.neg_other_image": False})
     assert cfg.model.use_contrastive is True
 
 

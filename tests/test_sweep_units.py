@@ -19,6 +19,7 @@ from sweeps import SweepError
 from sweeps.space import base_point, check_space, corners, parse_param_spec, parse_space
 from sweeps.strategies import Grid, GridFlags, TPEFlags, strategy_from_dict
 from trainables import tracking_schema as schema
+from trainables.settings import TrialSettings
 
 # ------------------------------------------------------------------------- space
 
@@ -155,7 +156,8 @@ def test_tpe_puts_the_paper_point_first_and_sizes_its_sampler():
     assert tpe.trial_tags({"model.alpha": 2.0000000001, "model.neg_other_image": True}) == {
         schema.TAG_IS_PAPER_CONFIG: "true"}
     assert tpe.trial_tags({"model.alpha": 3.0, "model.neg_other_image": True})[schema.TAG_IS_PAPER_CONFIG] == "false"
-    assert tpe.trial_overrides({"model.alpha": 3.0}) == {"model.alpha": 3.0}
+    point_overrides = TrialSettings("s", "/tmp", point_layers=tpe.point_layers()).point_overrides
+    assert point_overrides({"model.alpha": 3.0}) == {"model.alpha": 3.0}
     assert tpe.probe_points()[0] == tpe.paper_point and len(tpe.probe_points()) == 3
     params = tpe.parent_params()
     assert params["sweep.searcher"] == "optuna_tpe" and params["sweep.space.model.alpha"] == "log:0.1:10.0"
@@ -201,7 +203,8 @@ def test_grid_is_every_variant_at_every_seed():
     assert list(grid.variants) == list(VARIANTS) and grid.seeds == [0, 1, 2]
     assert grid.total_trials() == 36 == grid.num_samples() == len(grid.points())
     config = {Grid.VARIANT_KEY: "no_vad_head", Grid.SEED_KEY: 2}
-    assert grid.trial_overrides(config) == {**VARIANTS["no_vad_head"], "seed": 2}
+    point_overrides = TrialSettings("s", "/tmp", point_layers=grid.point_layers()).point_overrides
+    assert point_overrides(config) == {**VARIANTS["no_vad_head"], "seed": 2}
     assert grid.trial_tags(config) == {schema.TAG_VARIANT: "no_vad_head", schema.TAG_SEED: "2"}
     assert strategy_from_dict(grid.to_dict()) == grid
     assert grid.parent_params()["sweep.variants"].split(",") == list(VARIANTS)
@@ -610,7 +613,7 @@ def test_variant_table_in_paper_order_with_every_reported_metric():
 def test_a_trial_starts_none_of_the_ray_train_actors_it_does_not_use(tmp_path, monkeypatch):
     import os
 
-    from trainables.trial import TRAIN_ENV, TrialSettings, build_trainer
+    from trainables.trial import TRAIN_ENV, build_trainer
 
     for key in TRAIN_ENV:  # absent again after the test
         monkeypatch.setenv(key, "")

@@ -5,6 +5,7 @@ weights found before any training, on the command line and on a sweep's driver."
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -110,9 +111,15 @@ def test_cached_weights_offline_switch_to_offline_mode(monkeypatch):
 
 
 def test_a_sweep_driver_refuses_before_the_first_trial(no_hub):
-    from trainables.trial import TrialSettings, trial_config
+    from sweeps import SweepError, alpha_search
+    from sweeps.spec import build_spec
 
-    settings = TrialSettings(sweep_name="s", storage_path="/tmp", preset="paper")
-    with pytest.raises(WeightsUnavailableError, match="--image-pretrained"):
-        trial_config(settings, {"model.alpha": 1.0})
-    assert trial_config(TrialSettings(sweep_name="s", storage_path="/tmp", preset="tiny"), {}).preset == "tiny"
+    def spec(preset):
+        args = alpha_search.SWEEP.parser().parse_args(["--preset", preset, "--storage", "/tmp/sevlm-refuses"])
+        return build_spec(args, kind="alpha_search", strategy_flags=alpha_search.SWEEP.strategy,
+                          default_overrides=alpha_search.SWEEP.default_overrides,
+                          default_metric=alpha_search.SWEEP.default_metric, cwd=Path("/tmp"))
+
+    with pytest.raises(SweepError, match="--image-pretrained"):
+        spec("paper")
+    assert spec("tiny").trial_settings.base["preset"] == "tiny"

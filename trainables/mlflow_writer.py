@@ -42,8 +42,7 @@ from trainables import tracking_schema as schema
 from trainables.mlflow_queue import END_DRAIN_S, QUEUE_ARTIFACTS, WriteQueue, queue_path, quick_http
 from trainables.mlflow_store import MAX_PARAMS_PER_BATCH, open_tracking_store, param_text, timed_metric
 from trainables.node_checks import error_summary
-from trainables.report_protocol import TrialReport
-from trainables.trial import FINAL_MARKER, REPORTS_FILE
+from trainables.report_protocol import FINAL_MARKER, REPORTS_FILE, TrialReport
 
 log = logging.getLogger(__name__)
 

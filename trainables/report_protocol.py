@@ -44,6 +44,13 @@ CHECKPOINT_PATH_KEY = "checkpoint_path"  # added by TuneReportCallback
 # The score of a report that must never be kept as a "best" checkpoint.
 UNSCORED = -1e30
 
+# Files of a checkpoint the worker writes: its last reports (sent again after a restore),
+# and in the final checkpoint's directory the marker of a finished run.
+REPORTS_FILE = "sevlm_reports.json"  # the last reports, saved in each checkpoint
+REPLAY_LENGTH = 8
+FINAL_MARKER = "sevlm_final.json"
+FINAL_DIR_NAME = "sevlm_final"
+
 
 @dataclass(frozen=True)
 class WorkerSession:

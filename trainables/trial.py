@@ -13,9 +13,9 @@ Layers, from the inside out:
   restarted trial (Tune retry, ``--resume``) finds its Ray Train run and checkpoints in
   storage again, ``FailureConfig(max_failures=...)`` for worker failures.
 * :func:`run_trial` is the Tune function trainable; :func:`make_trainable` binds it to the
-  sweep: its settings, the function that turns a Tune config into configuration overrides
-  (the sweep's strategy), and a fractional CPU (a trial function holding a whole CPU
-  deadlocks the worker group on a 2-CPU machine). Metrics reach Tune through
+  sweep's settings (``trainables.settings``: the composed base configuration, and how a
+  trial's point becomes overrides) with a fractional CPU (a trial function holding a whole
+  CPU deadlocks the worker group on a 2-CPU machine). Metrics reach Tune through
   ``ray.tune.integration.ray_train.TuneReportCallback``; only the Tune driver writes to
   MLflow (``trainables.mlflow_writer``).
 """
@@ -25,16 +25,15 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 from trainables import report_protocol as rp
 from trainables import tracking_schema as schema
+from trainables.settings import TrialSettings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TRAINING_FN = "sevlm.training.loop:run_training"
 # CPU held by the Tune trial function itself (it only waits on the Ray Train controller).
 TRIAL_FN_CPUS = 0.1
 # Every validation metric sevlm reports is higher-is-better (the loop keeps the checkpoint
@@ -53,97 +52,8 @@ TRAIN_ENV = {
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
     "RAY_TRAIN_METRICS_ENABLED": "0",
 }
-REPORTS_FILE = "sevlm_reports.json"  # the last reports, saved in each checkpoint
-REPLAY_LENGTH = 8
-# Files of the final checkpoint directory.
-FINAL_MARKER = "sevlm_final.json"
-FINAL_DIR_NAME = "sevlm_final"
 # Ray's key-value store namespace of this project (a trial's recorded node set-up failure).
 KV_NAMESPACE = "sevlm"
-
-
-@dataclass
-class TrialSettings:
-    """Everything a trial needs besides its own overrides (the same for all trials)."""
-
-    sweep_name: str
-    storage_path: str  # Tune storage root (absolute path or URI)
-    preset: str = "tiny"
-    overrides: dict[str, Any] = field(default_factory=dict)  # fixed dotted-key overrides
-    metric: str = "val/bleu4"  # picks the checkpoint that is tested (train.monitor_metric)
-    use_gpu: bool = False
-    cpus_per_worker: float = 0.9  # CPU of the training worker (GPU: 0 = Ray's default)
-    gpus_per_worker: float = 1.0  # on GPU trials: 0.5 packs two trials on one GPU
-    max_failures: int = 2  # worker failures retried by Ray Train, per trial attempt
-    keep_checkpoints: int | None = 2  # best N by `metric` (the latest is always kept)
-    output_root: str | None = None  # trials write to <output_root>/<run name>; default <storage>/<sweep>/outputs
-    # A multi-node sweep's trials work on the node's local disk (scratch_root() there) and
-    # send only their checkpoints and final files to the shared storage; the folder is
-    # removed when the trial has finished.
-    local_scratch: bool = False
-    # "<dataset>:<absolute dir>" (sweeps' --heldout, sevlm.heldout.parse_heldout): the tested
-    # checkpoint is also scored there, under schema.heldout_metric(...) in the final metrics.
-    heldout: str | None = None
-    # "module:function" with run_training's signature; $SEVLM_TRAINING_FN overrides it
-    # (a developer hook, e.g. for a stand-in loop).
-    training_fn: str = field(default_factory=lambda: os.environ.get("SEVLM_TRAINING_FN", DEFAULT_TRAINING_FN))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TrialSettings:
-        return cls(**dict(data))
-
-    @property
-    def train_storage_path(self) -> str:
-        """Ray Train runs of the sweep: ``<storage>/<sweep>/train/<trial run name>``."""
-        return f"{self.storage_path.rstrip('/')}/{self.sweep_name}/train"
-
-    @property
-    def outputs_path(self) -> str:
-        """Where the trials write; read on the node that runs the trial."""
-        if self.output_root:
-            return self.output_root
-        if self.local_scratch:
-            return f"{scratch_root()}/{self.sweep_name}"
-        return f"{self.storage_path.rstrip('/')}/{self.sweep_name}/outputs"
-
-
-def scratch_root() -> str:
-    """A node's local folder for trials' working files: $SEVLM_SCRATCH_DIR, else
-    ~/.cache/sevlm-sweeps/trials."""
-    return os.environ.get("SEVLM_SCRATCH_DIR") or os.path.expanduser("~/.cache/sevlm-sweeps/trials")
-
-
-# ------------------------------------------------------------------------- configs
-
-
-def trial_config(settings: TrialSettings, overrides: Mapping[str, Any], run_name: str | None = None):
-    """The ``ExperimentConfig`` of one trial: preset, the sweep's fixed overrides, the
-    trial's own overrides. Raises ValueError if the model cannot be built from it, or
-    its pretrained weights cannot be loaded (checked here so that the sweep's driver stops
-    before the first trial, with one message)."""
-    from sevlm.config import apply_overrides, preset, validate
-    from sevlm.model.weights import ensure_pretrained_available
-
-    cfg = apply_overrides(preset(settings.preset), dict(settings.overrides))
-    cfg = apply_overrides(cfg, dict(overrides))
-    extra: dict[str, Any] = {}
-    if not (cfg.model.neg_wrong_emotion or cfg.model.neg_other_image):
-        # Nothing to contrast: a point with both negative types off trains without the
-        # contrastive loss (and its alpha has no effect).
-        extra["model.use_contrastive"] = False
-    if "train.monitor_metric" not in settings.overrides:
-        # The loop tests the checkpoint that is best by the sweep's metric.
-        extra["train.monitor_metric"] = settings.metric
-    if run_name is not None:
-        # every trial writes into its own directory (a --set output_dir=... is the root)
-        extra["output_dir"] = f"{settings.outputs_path}/{run_name}"
-    cfg = apply_overrides(cfg, extra)
-    validate(cfg)
-    ensure_pretrained_available(cfg.model)
-    return cfg
 
 
 # -------------------------------------------------------------------------- worker
@@ -162,8 +72,9 @@ def train_worker(config: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------- trainer
 
 
-def build_trainer(overrides: Mapping[str, Any], settings: TrialSettings, run_name: str, *, in_tune: bool = True):
-    """The Ray Train trainer of one trial (one worker; one GPU when ``settings.use_gpu``).
+def build_trainer(point: Mapping[str, Any], settings: TrialSettings, run_name: str, *, in_tune: bool = True):
+    """The Ray Train trainer of one trial (one worker; one GPU when ``settings.use_gpu``);
+    ``point``: the trial's Tune config, which the worker composes onto the sweep's base.
 
     A ``DataParallelTrainer`` (less two unused callbacks, :func:`_trainer_class`), not a
     ``TorchTrainer``: one worker needs no torch process group, and ``ray.train.torch`` would
@@ -187,7 +98,7 @@ def build_trainer(overrides: Mapping[str, Any], settings: TrialSettings, run_nam
         callbacks.append(TuneReportCallback())
     return _trainer_class()(
         train_worker,
-        train_loop_config={"settings": settings.to_dict(), "overrides": dict(overrides), "run_name": run_name},
+        train_loop_config={"settings": settings.to_dict(), "point": dict(point), "run_name": run_name},
         scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=settings.use_gpu, resources_per_worker=resources),
         run_config=ray.train.RunConfig(
             name=run_name,
@@ -235,8 +146,9 @@ def _trainer_class():
     return OneRunTrainer
 
 
-def run_trial(config: dict[str, Any], settings: dict[str, Any], to_overrides: Callable[[dict], dict]) -> None:
-    """Tune function trainable: one Ray Train run named after the trial.
+def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
+    """Tune function trainable: one Ray Train run named after the trial, at the point
+    ``config``.
 
     A node set-up failure (``trainables.node_checks``) is final: Tune would restart the
     trial (``--trial-retries``), and that restart raises the recorded failure again at
@@ -253,7 +165,7 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any], to_overrides: Ca
     if recorded:
         raise NodeSetupError(recorded.decode() + "\n(recorded by this trial's first attempt: not retried)")
     try:
-        build_trainer(to_overrides(config), trial_settings, run_name).fit()
+        build_trainer(config, trial_settings, run_name).fit()
     except Exception as exc:
         if not is_node_setup_failure(exc):
             raise
@@ -262,10 +174,9 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any], to_overrides: Ca
         raise NodeSetupError(message) from None
 
 
-def make_trainable(settings: TrialSettings, to_overrides: Callable[[dict], dict]):
-    """``run_trial`` bound to the sweep: its settings, the strategy's translation of a Tune
-    config into configuration overrides, and a fractional CPU."""
+def make_trainable(settings: TrialSettings):
+    """``run_trial`` bound to the sweep's settings, with a fractional CPU."""
     from ray import tune
 
-    fn = tune.with_parameters(run_trial, settings=settings.to_dict(), to_overrides=to_overrides)
+    fn = tune.with_parameters(run_trial, settings=settings.to_dict())
     return tune.with_resources(fn, {"cpu": TRIAL_FN_CPUS})

@@ -19,7 +19,8 @@ from trainables import report_protocol as rp
 from trainables import tracking_schema as schema
 from trainables.node_checks import NodeSetupError, check_cuda, check_paths, node_label
 from trainables.placement import register_placement_group
-from trainables.trial import FINAL_DIR_NAME, FINAL_MARKER, REPLAY_LENGTH, REPORTS_FILE, TrialSettings, trial_config
+from trainables.report_protocol import FINAL_DIR_NAME, FINAL_MARKER, REPLAY_LENGTH, REPORTS_FILE
+from trainables.settings import TrialSettings
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +207,7 @@ def run_worker(config: dict[str, Any]) -> None:
 
     settings = TrialSettings.from_dict(config["settings"])
     run_name = config["run_name"]
-    cfg, device = _checked_on_this_node(settings, config["overrides"], run_name)
+    cfg, device = _checked_on_this_node(settings, config["point"], run_name)
     if device["device"] == "cpu":
         import torch
 
@@ -235,16 +236,20 @@ def run_worker(config: dict[str, Any]) -> None:
         shutil.rmtree(cfg.output_dir, ignore_errors=True)
 
 
-def _checked_on_this_node(settings: TrialSettings, overrides: Mapping[str, Any], run_name: str):
-    """The trial's configuration, once this node has what it needs (``trainables.node_checks``):
-    its input paths, the held-out set, loadable pretrained weights and, for a GPU trial, a
-    CUDA that torch can use. The device is then set explicitly: the loop never falls back
-    to the CPU on its own."""
-    from sevlm.config import apply_overrides, input_paths
-    from sevlm.model.weights import WeightsUnavailableError
+def _checked_on_this_node(settings: TrialSettings, point: Mapping[str, Any], run_name: str):
+    """The trial's configuration (the sweep's base, the trial's point, its own folder and
+    the device torch can use here), once this node has what it needs
+    (``trainables.node_checks``): for a GPU trial a CUDA that torch can use, its input paths,
+    the held-out set and loadable pretrained weights. The device is set explicitly: the
+    loop never falls back to the CPU on its own."""
+    from sevlm.config import compose, input_paths
+    from sevlm.model.weights import WeightsUnavailableError, ensure_pretrained_available
 
+    device = check_cuda() if settings.use_gpu else {"device": "cpu", "gpu_name": ""}
+    cfg = compose(settings.base, settings.point_overrides(point),
+                  {**settings.run_overrides(run_name), "train.device": device["device"]})
     try:
-        cfg = trial_config(settings, overrides, run_name)
+        ensure_pretrained_available(cfg.model)
     except WeightsUnavailableError as exc:
         raise NodeSetupError(f"node {node_label()}: {exc}") from None
     paths = input_paths(cfg)
@@ -258,5 +263,4 @@ def _checked_on_this_node(settings: TrialSettings, overrides: Mapping[str, Any],
             parse_heldout(settings.heldout)
         except ValueError as exc:
             raise NodeSetupError(f"node {node_label()}: {exc}") from None
-    device = check_cuda() if settings.use_gpu else {"device": "cpu", "gpu_name": ""}
-    return apply_overrides(cfg, {"train.device": device["device"]}), device
+    return cfg, device

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sevlm.config_rules import missing_dataset_paths
 from sevlm.data.artemis import ArtEmisFormatError, dominant_emotions, load_artemis, resolve_image_paths
 from sevlm.data.feature_cache import FeatureCache
 from sevlm.data.report import REST, SPLITS, LoadReport
@@ -97,14 +98,10 @@ def _resolve_sources(cfg) -> tuple[Path, Path | None, Path]:
             root, n_paintings=data.synthetic_paintings, annotators=data.synthetic_annotators, seed=data.synthetic_seed
         )
         return paths.csv, None, paths.image_dir
-    if data.dataset not in ("artemis_v1", "artemis_v2"):
-        raise ValueError(f"unknown data.dataset {data.dataset!r}; use synthetic, artemis_v1 or artemis_v2")
-    missing = [k for k in ("artemis_csv", "image_dir") if not getattr(data, k)]
-    if data.dataset == "artemis_v2" and not data.contrastive_csv:
-        missing.append("contrastive_csv")
+    missing = missing_dataset_paths(data)
     if missing:
         raise ValueError(
-            f"data.dataset={data.dataset!r} needs the paths {['data.' + m for m in missing]} "
+            f"data.dataset={data.dataset!r} needs the paths {missing} "
             "(configuration keys or the matching command-line flags)"
         )
     contrastive = Path(data.contrastive_csv) if data.dataset == "artemis_v2" else None

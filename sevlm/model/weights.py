@@ -4,7 +4,7 @@ not there.
 A new user without the model hub used to see ``python -m sevlm.train --preset paper`` retry
 for about a minute and end in 112 lines of traceback, and a sweep start every trial only to
 fail each the same way. :func:`ensure_pretrained_available` runs first (in
-``sevlm.train`` and the training loop, and through ``trainables.trial.trial_config`` on the
+``sevlm.train`` and the training loop, on every probed trial configuration in ``sweeps.spec`` on the
 sweep's driver before the first trial). For the image encoder and the decoder each it
 accepts a local path, a copy in the local cache, or a reachable hub; otherwise it raises
 :class:`WeightsUnavailableError` naming what is missing and the flag that points at local
