@@ -20,7 +20,8 @@ import pandas as pd
 from analysis.runs import Sweep
 from analysis.stats import CorpusMetric, bleu_metric, mean_metric
 from sevlm.metrics.corpus_stats import CIDER, INDEX_NAME, ROUGE_L
-from sevlm.training.evaluation import EVAL_METRIC_NAMES, PREDICTION_COLUMNS
+from sevlm.names import EVAL_METRIC_NAMES
+from sevlm.training.evaluation import PREDICTION_COLUMNS
 from trainables import mlflow_store
 from trainables import tracking_schema as schema
 

@@ -27,8 +27,7 @@ from analysis.predictions import (
 from analysis.runs import Sweep
 from analysis.seed_test import MIN_SEEDS, NAME as TEST_NAME, NOT_TESTABLE
 from sevlm.heldout import HELDOUT_DATASETS
-from sevlm.heldout.evaluation import CLOSED_ACC as HELDOUT_CLOSED_ACC
-from sevlm.training.evaluation import INFERENCE_SECONDS, TRAINABLE_PARAMETERS
+from sevlm.names import HELDOUT_CLOSED_ACC, INFERENCE_SECONDS, TRAINABLE_PARAMETERS
 from sevlm.variants import FIGURES, LABELS as VARIANT_LABELS
 from trainables import tracking_schema as schema
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from sevlm.data.emoset import EMOSET_SPLITS
 from sevlm.heldout.run import HELDOUT_DATASETS, parse_heldout
+from sevlm.names import HELDOUT_CLOSED_ACC, HELDOUT_GENERATION_ACC, HELDOUT_IMAGES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from sevlm.heldout.evaluation import CLOSED_ACC, GENERATION_ACC, IMAGES
     from sevlm.heldout.restore import resolve_checkpoint
     from sevlm.heldout.run import evaluate_checkpoint
 
@@ -74,13 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         on_unknown_emotion="skip" if args.skip_unknown_emotions else "error",
     )
     m = evaluation.metrics
-    print(f"\nEmoSet {args.split}, held out, 8 classes: {int(m[IMAGES])} images")
-    print(f"  closed-set accuracy       {m[CLOSED_ACC]:6.2f} %   (chance 12.5 %)")
-    print(f"  free-generation accuracy  {m[GENERATION_ACC]:6.2f} %")
+    print(f"\nEmoSet {args.split}, held out, 8 classes: {int(m[HELDOUT_IMAGES])} images")
+    print(f"  closed-set accuracy       {m[HELDOUT_CLOSED_ACC]:6.2f} %   (chance 12.5 %)")
+    print(f"  free-generation accuracy  {m[HELDOUT_GENERATION_ACC]:6.2f} %")
     print("  per class (closed-set / generation):")
     for row in evaluation.per_class.itertuples(index=False):
-        print(f"    {row.emotion:<12} {_percent(getattr(row, CLOSED_ACC))} / {_percent(getattr(row, GENERATION_ACC))}"
-              f"   ({row.images} images)")
+        closed, generation = getattr(row, HELDOUT_CLOSED_ACC), getattr(row, HELDOUT_GENERATION_ACC)
+        print(f"    {row.emotion:<12} {_percent(closed)} / {_percent(generation)}   ({row.images} images)")
     print(f"files: {out}")
     return 0
 

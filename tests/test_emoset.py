@@ -261,7 +261,7 @@ def test_report_tables_show_the_heldout_accuracy_when_logged():
 
 
 def test_heldout_metric_names_agree_between_sevlm_and_the_schema():
-    from sevlm.heldout.evaluation import HELDOUT_METRIC_NAMES
+    from sevlm.names import HELDOUT_METRIC_NAMES
     from trainables import tracking_schema as schema
 
     assert schema.heldout_metric("emoset", HELDOUT_METRIC_NAMES[0]) == "heldout/emoset/closed_acc"

@@ -12,7 +12,7 @@ import pytest
 from sevlm.data.emoset import EMOSET_EMOTIONS
 from sevlm.data.synthetic_emoset import generate_synthetic_emoset
 from sevlm.heldout import parse_heldout
-from sevlm.heldout.evaluation import CLOSED_ACC, GENERATION_ACC, HELDOUT_METRIC_NAMES, IMAGES
+from sevlm.names import HELDOUT_CLOSED_ACC, HELDOUT_GENERATION_ACC, HELDOUT_IMAGES, HELDOUT_METRIC_NAMES
 from sevlm.training.loop import run_training
 from tests.conftest import small_config
 
@@ -58,19 +58,19 @@ def test_trained_on_synthetic_artemis_it_beats_chance_held_out_on_synthetic_emos
     printed = capsys.readouterr().out
     out = tmp_path / "run" / "heldout" / "emoset_test"
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
-    assert metrics[IMAGES] == 8 * IMAGES_PER_EMOTION
-    assert metrics[CLOSED_ACC] > CHANCE, printed
-    assert f"{metrics[CLOSED_ACC]:6.2f} %" in printed
+    assert metrics[HELDOUT_IMAGES] == 8 * IMAGES_PER_EMOTION
+    assert metrics[HELDOUT_CLOSED_ACC] > CHANCE, printed
+    assert f"{metrics[HELDOUT_CLOSED_ACC]:6.2f} %" in printed
     # Every file the issue asks for.
     confusion = pd.read_csv(out / "confusion_closed_set.csv", index_col=0)
-    assert list(confusion.index) == list(EMOSET_EMOTIONS) and confusion.to_numpy().sum() == metrics[IMAGES]
-    assert confusion.to_numpy().trace() == pytest.approx(metrics[CLOSED_ACC] / 100 * metrics[IMAGES])
+    assert list(confusion.index) == list(EMOSET_EMOTIONS) and confusion.to_numpy().sum() == metrics[HELDOUT_IMAGES]
+    assert confusion.to_numpy().trace() == pytest.approx(metrics[HELDOUT_CLOSED_ACC] / 100 * metrics[HELDOUT_IMAGES])
     assert (out / "confusion_closed_set.png").stat().st_size > 0
     per_class = pd.read_csv(out / "per_class.csv")
     assert list(per_class["emotion"]) == list(EMOSET_EMOTIONS) and (per_class["images"] == IMAGES_PER_EMOTION).all()
     predictions = pd.read_csv(out / "predictions.csv")
     hits = (predictions["generated_emotion"] == predictions["emotion"]).mean()
-    assert hits == pytest.approx(metrics[GENERATION_ACC] / 100)
+    assert hits == pytest.approx(metrics[HELDOUT_GENERATION_ACC] / 100)
     samples = json.loads((out / "samples" / "samples.json").read_text(), parse_constant=pytest.fail)  # no NaN
     assert {s["emotion"] for s in samples} == set(EMOSET_EMOTIONS)
     assert all((out / "samples" / s["image"]).is_file() and "explanation" in s for s in samples)

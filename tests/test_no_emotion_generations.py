@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from sevlm.text import parse_generation
-from sevlm.training.evaluation import EVAL_METRIC_NAMES, Generations, score_generations
+from sevlm.names import EVAL_METRIC_NAMES
+from sevlm.training.evaluation import Generations, score_generations
 
 
 @pytest.mark.parametrize(

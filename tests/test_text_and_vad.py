@@ -156,16 +156,36 @@ def test_lexicon_fingerprint_changes_with_content():
     assert a.fingerprint() != b.fingerprint()
 
 
-def test_open_clip_and_transformers_import_on_cpu_torch():
-    """A fresh interpreter that imports the project can import both (torchvision shim)."""
-    code = (
-        "import sevlm, open_clip, torchvision\n"
-        "from transformers import GPT2LMHeadModel\n"
-        "print('ok')\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+def _fresh_interpreter(code: str, timeout: int) -> None:
+    """Run ``code`` in a new Python process; it must end by printing "ok"."""
+    out = subprocess.run([sys.executable, "-c", code + "print('ok')\n"], capture_output=True, text=True,
+                         timeout=timeout)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("ok")
+
+
+def test_the_names_and_the_config_import_without_torch_or_ray():
+    """The MLflow schema, sevlm's names and config, and the analysis package are plain: a
+    fresh interpreter that imports them has imported neither torch nor Ray."""
+    _fresh_interpreter(
+        "import sys\n"
+        "import sevlm, sevlm.config, sevlm.names, trainables.tracking_schema, analysis\n"
+        "heavy = sorted(m for m in ('torch', 'torchvision', 'ray') if m in sys.modules)\n"
+        "assert not heavy, heavy\n",
+        timeout=120,
+    )
+
+
+def test_open_clip_and_transformers_import_on_cpu_torch():
+    """A fresh interpreter that imports the project can import both: the torchvision shim
+    runs on torchvision's first import (torch is not imported before that)."""
+    _fresh_interpreter(
+        "import sys, sevlm\n"
+        "assert 'torch' not in sys.modules\n"
+        "import open_clip, torchvision\n"
+        "from transformers import GPT2LMHeadModel\n",
+        timeout=300,
+    )
 
 
 def test_training_and_generation_give_the_same_vad_to_word_pieces():

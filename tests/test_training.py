@@ -123,7 +123,8 @@ def test_cli_runs_one_configuration(tmp_path, data_root, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "test/acc" in out and "test/bleu4" in out and "best checkpoint" in out
-    from sevlm.training.evaluation import EVAL_METRIC_NAMES, PREDICTION_COLUMNS
+    from sevlm.names import EVAL_METRIC_NAMES
+    from sevlm.training.evaluation import PREDICTION_COLUMNS
 
     final = json.loads((tmp_path / "cli" / "final_metrics.json").read_text())
     assert {f"test/{m}" for m in EVAL_METRIC_NAMES} - {"test/meteor"} <= set(final)

@@ -1,7 +1,8 @@
 """Every name the sweeps write to MLflow, in one place (read by ``analysis/``).
 
-This module imports nothing (not even the standard library) so that any tool can read it;
-only its metric lists import sevlm's evaluation, on first use.
+This module imports only :mod:`sevlm.names` (plain strings, no torch): the names that sevlm
+itself reports under (its metric lists, the EA classifier's param, the data report's params
+and file) are sevlm's, used here as they are. Any tool can read it without torch or Ray.
 
 Layout of one sweep in MLflow
 -----------------------------
@@ -35,6 +36,13 @@ Artifacts of a trial run: :data:`ARTIFACT_PREDICTIONS_TEST`, :data:`ARTIFACT_DAT
 (``samples.json`` and the images it names), :data:`ARTIFACT_BEST_CHECKPOINT` (a JSON file
 saying where the best checkpoint is stored), :data:`ARTIFACT_FINAL_METRICS`.
 """
+
+from sevlm.names import (
+    DATA_REPORT_FILE,
+    DATA_REPORT_PARAM_PREFIX,
+    EA_CLASSIFIER_PARAM,
+    EVAL_METRIC_NAMES,
+)
 
 SCHEMA_VERSION = "1"
 
@@ -107,11 +115,9 @@ PARAM_DATA_FINGERPRINT = "data.fingerprint"
 PARAM_CODE_VERSION = "code_version"
 # Also on trial runs: the EA classifier's identity (runs compared on EA must share it) and
 # every count of the data load report under this prefix ("data.report.rows_kept",
-# "data.report.skipped.too_long", "data.report.note.<name>", ...). The same names as
-# sevlm.training.loop.EA_CLASSIFIER_PARAM and sevlm.data.report.PARAM_PREFIX (a test
-# checks that they agree; this module imports nothing).
-PARAM_EA_CLASSIFIER = "ea_classifier.id"
-PARAM_DATA_REPORT_PREFIX = "data.report."
+# "data.report.skipped.too_long", "data.report.note.<name>", ...): sevlm's own names.
+PARAM_EA_CLASSIFIER = EA_CLASSIFIER_PARAM
+PARAM_DATA_REPORT_PREFIX = DATA_REPORT_PARAM_PREFIX
 # Parent runs: "sweep.<setting>" (kind, strategy, num_trials, concurrency, metric, ...; an
 # alpha search adds its searcher and scheduler settings, an ablation sweep "sweep.variants"
 # and "sweep.seeds"), "sweep.space.<param>" (alpha search: the search-space spec of a
@@ -133,23 +139,24 @@ WORKER_START_METRIC = "worker/start_step"
 # The finer training curve (every train.log_every_steps steps): "train_step/loss", ...
 TRAIN_STEP_PREFIX = "train_step/"
 # Every evaluation reports "<split>/<name>" for each name of sevlm's own list
-# (sevlm.training.evaluation.EVAL_METRIC_NAMES). EVAL_METRIC_NAMES, VAL_METRICS,
-# TEST_METRICS and OPTIMIZABLE_METRICS below are read from it on first use (see
-# __getattr__: importing the evaluation pulls torch, which readers of the other names
-# should not pay for).
+# (sevlm.names.EVAL_METRIC_NAMES, imported above).
 VAL_PREFIX = "val/"
 TEST_PREFIX = "test/"
 COUNT_METRIC = "paintings"  # a count, not a score
 # Never optimised: the count, the non-word and no-emotion rates (lower is better, but the
 # training loop and the sweeps keep the highest value of the metric they monitor).
 NOT_OPTIMIZABLE = (COUNT_METRIC, "nonword_rate", "no_emotion_rate")
+VAL_METRICS = tuple(VAL_PREFIX + m for m in EVAL_METRIC_NAMES)
+TEST_METRICS = tuple(TEST_PREFIX + m for m in EVAL_METRIC_NAMES)
+# Metrics a sweep may optimise.
+OPTIMIZABLE_METRICS = tuple(VAL_PREFIX + m for m in EVAL_METRIC_NAMES if m not in NOT_OPTIMIZABLE)
 BEST_STEP_METRIC = "best_step"
 BEST_PREFIX = "best_"  # "best_val/bleu4": best value of the loop's monitored metric
 # Parent run, at the end: the best trial's value of the optimised metric.
 PARENT_BEST_METRIC_PREFIX = "best_trial/"
 # A sweep's --heldout <dataset>:<dir>: the tested checkpoint's held-out scores, once at the
 # end, as heldout_metric(dataset, name) for each name of sevlm's own list
-# (sevlm.heldout.evaluation.HELDOUT_METRIC_NAMES), e.g. "heldout/emoset/closed_acc".
+# (sevlm.names.HELDOUT_METRIC_NAMES), e.g. "heldout/emoset/closed_acc".
 HELDOUT_PREFIX = "heldout/"
 
 # ----------------------------------------------------------------------- artifacts
@@ -161,28 +168,11 @@ ARTIFACT_HELDOUT_DIR = "heldout"  # heldout/<dataset>_<split>/: sevlm.heldout.ou
 ARTIFACT_BEST_CHECKPOINT = "best_checkpoint.json"  # {"path", "step", "metric", "value"}
 ARTIFACT_FINAL_METRICS = "final_metrics.json"
 ARTIFACT_CONFIG = "config.json"  # the flattened configuration, as JSON
-ARTIFACT_DATA_REPORT = "data_report.json"  # the load report (sevlm.data.report.REPORT_FILE)
+ARTIFACT_DATA_REPORT = DATA_REPORT_FILE  # the load report sevlm writes into the run folder
 # Parent runs
 ARTIFACT_SWEEP_SPEC = "sweep/spec.json"  # every setting of the sweep (for --resume too)
 ARTIFACT_SWEEP_RESULTS = "sweep/results.csv"  # one row per trial: config + metrics
 ARTIFACT_SWEEP_BEST = "sweep/best.json"  # the best trial: config, metrics, run id
-
-
-def __getattr__(name):
-    # The metric lists, derived from sevlm's when first asked for.
-    if name not in ("EVAL_METRIC_NAMES", "VAL_METRICS", "TEST_METRICS", "OPTIMIZABLE_METRICS"):
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from sevlm.training.evaluation import EVAL_METRIC_NAMES
-
-    lists = {
-        "EVAL_METRIC_NAMES": tuple(EVAL_METRIC_NAMES),
-        "VAL_METRICS": tuple(VAL_PREFIX + m for m in EVAL_METRIC_NAMES),
-        "TEST_METRICS": tuple(TEST_PREFIX + m for m in EVAL_METRIC_NAMES),
-        # Metrics a sweep may optimise.
-        "OPTIMIZABLE_METRICS": tuple(VAL_PREFIX + m for m in EVAL_METRIC_NAMES if m not in NOT_OPTIMIZABLE),
-    }
-    globals().update(lists)
-    return lists[name]
 
 
 def heldout_metric(dataset, name):

@@ -5,7 +5,8 @@ a worker log nobody reads. The report now leaves a run in three ways:
 
 - ``data_report.json`` in the run folder (:meth:`LoadReport.write_json`);
 - the trial's MLflow params, every count under :data:`PARAM_PREFIX`
-  (:meth:`LoadReport.params`; ``trainables.tracking_schema`` names the same prefix);
+  (:meth:`LoadReport.params`; the prefix is ``sevlm.names.DATA_REPORT_PARAM_PREFIX``, which
+  ``trainables.tracking_schema`` imports);
 - a summary printed by ``python -m sevlm.train`` (:meth:`LoadReport.summary`).
 """
 
@@ -18,15 +19,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sevlm.names import DATA_REPORT_FILE, DATA_REPORT_PARAM_PREFIX
+
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 REST = "rest"
 MAX_EXAMPLES = 5  # examples kept per skip reason in the report
-REPORT_FILE = "data_report.json"
-# MLflow params of a trial: "data.report.rows_kept", "data.report.skipped.too_long",
-# "data.report.note.<name>", "data.report.split.<split>.paintings" / ".annotations".
-PARAM_PREFIX = "data.report."
+# The report's file in a run folder, and the prefix of its MLflow params ("data.report.rows_kept",
+# "data.report.skipped.too_long", "data.report.note.<name>",
+# "data.report.split.<split>.paintings" / ".annotations"): named in sevlm.names.
+REPORT_FILE = DATA_REPORT_FILE
+PARAM_PREFIX = DATA_REPORT_PARAM_PREFIX
 
 
 @dataclass

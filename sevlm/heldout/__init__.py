@@ -2,7 +2,8 @@
 
 - :mod:`sevlm.heldout.scoring`: closed-set prediction over a subset of the emotions,
   accuracy, per-class accuracy, confusion matrix;
-- :mod:`sevlm.heldout.evaluation`: one model on one EmoSet split (cached image features);
+- :mod:`sevlm.heldout.classification`: one model classifies one EmoSet split (cached image
+  features);
 - :mod:`sevlm.heldout.restore`: the model of a checkpoint folder;
 - :mod:`sevlm.heldout.outputs`: the files (CSV, figure, samples);
 - :mod:`sevlm.heldout.run`: checkpoint -> files and metrics (``python -m sevlm.evaluate``,

@@ -3,12 +3,12 @@ a figure), per-image predictions, and a sample of generated explanations with th
 
 Layout of ``out_dir``::
 
-    metrics.json                  the HELDOUT_METRIC_NAMES values + the load report
+    metrics.json                  the sevlm.names.HELDOUT_METRIC_NAMES values + the load report
     per_class.csv                 emotion, images, closed_acc, acc (percent)
     confusion_closed_set.csv      rows: true emotion, columns: closed-set prediction
     confusion_generation.csv      the same for the free generation (+ "none of them")
     confusion_closed_set.png      the closed-set matrix, row-normalised, counts printed
-    predictions.csv               one row per image (sevlm.heldout.evaluation.PREDICTION_COLUMNS)
+    predictions.csv               one row per image (sevlm.heldout.classification.PREDICTION_COLUMNS)
     samples/samples.json          the first n images of each emotion with what was generated
     samples/NN_<emotion>.jpg      their images
 """
@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sevlm.heldout.evaluation import CLOSED_ACC, HeldoutEvaluation
+from sevlm.heldout.classification import HeldoutEvaluation
+from sevlm.names import HELDOUT_CLOSED_ACC
 
 SAMPLES_DIR = "samples"
 CONFUSION_FIGURE = "confusion_closed_set.png"
@@ -93,7 +94,7 @@ def write_outputs(evaluation: HeldoutEvaluation, out_dir: str | Path, *, report:
     evaluation.confusion_closed.to_csv(out / "confusion_closed_set.csv")
     evaluation.confusion_generation.to_csv(out / "confusion_generation.csv")
     evaluation.predictions.to_csv(out / "predictions.csv", index=False)
-    accuracy = evaluation.metrics[CLOSED_ACC]
+    accuracy = evaluation.metrics[HELDOUT_CLOSED_ACC]
     confusion_figure(evaluation.confusion_closed,
                      f"EmoSet {evaluation.split}: closed-set, accuracy {accuracy:.1f}%", out / CONFUSION_FIGURE)
     write_samples(evaluation, out / SAMPLES_DIR, samples_per_emotion)

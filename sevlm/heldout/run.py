@@ -59,8 +59,8 @@ def evaluate_checkpoint(
 ):
     """Load the checkpoint, score it on the held-out split, write the files of
     :mod:`sevlm.heldout.outputs` into ``out_dir``; returns the
-    :class:`~sevlm.heldout.evaluation.HeldoutEvaluation`."""
-    from sevlm.heldout.evaluation import evaluate_on_emoset
+    :class:`~sevlm.heldout.classification.HeldoutEvaluation`."""
+    from sevlm.heldout.classification import evaluate_on_emoset
     from sevlm.heldout.outputs import write_outputs
     from sevlm.heldout.restore import load_trained_model
 

@@ -22,37 +22,6 @@ from sevlm.metrics.corpus_stats import STAT_COLUMNS
 from sevlm.metrics.vocabulary import count_nonwords, nonword_rate
 from sevlm.text import parse_generation
 
-# What every evaluation reports, as "<split>/<name>" (percent; CIDEr x100; "paintings" is
-# a count). The one list of them: the MLflow schema and the reports read it from here.
-# - acc: the emotion read off the nucleus-sampled generation (the paper's protocol);
-# - closed_acc: the most likely of the nine emotion prompts given the image, with none of
-#   the sampling noise (SEVLM.emotion_log_likelihoods);
-# - nonword_rate: generated explanation words found in no training utterance;
-# - no_emotion_rate: paintings whose generation names none of the nine emotions (their
-#   ACC counts as wrong; only the part after "because" is scored as the explanation).
-EVAL_METRIC_NAMES = (
-    "acc",
-    "closed_acc",
-    "ea",
-    "bleu1",
-    "bleu2",
-    "bleu3",
-    "bleu4",
-    "meteor",
-    "rouge_l",
-    "cider",
-    "unique",
-    "nonword_rate",
-    "no_emotion_rate",
-    "paintings",
-)
-
-# Per evaluation, "<split>/seconds_per_painting": wall time of generation (and closed-set
-# scoring) per painting, the inference cost of the paper's Table 3.
-INFERENCE_SECONDS = "seconds_per_painting"
-# Final metric of a run: trainable parameters (the frozen image encoder not counted).
-TRAINABLE_PARAMETERS = "model/trainable_parameters"
-
 # Per painting: what was generated and its scores. "bleu4" and "meteor" are coco-caption's
 # per-image values (not corpus scores of one painting); corpus BLEU, CIDEr and ROUGE-L of
 # any resample are recomputed from the sufficient statistics (STAT_COLUMNS; "cider" and

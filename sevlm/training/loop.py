@@ -30,6 +30,7 @@ from sevlm.metrics.emotion_classifier import classifier_identity, load_or_train_
 from sevlm.metrics.vocabulary import vocabulary
 from sevlm.model import SEVLM, build_image_encoder
 from sevlm.model.weights import ensure_pretrained_available
+from sevlm.names import EA_CLASSIFIER_PARAM, INFERENCE_SECONDS, TRAINABLE_PARAMETERS
 from sevlm.provenance import code_version
 from sevlm.text import SEVLMTokenizer
 from sevlm.training.allocator import keep_freed_memory
@@ -41,13 +42,7 @@ from sevlm.training.checkpoint import (
     load_model_weights,
     save_checkpoint,
 )
-from sevlm.training.evaluation import (
-    INFERENCE_SECONDS,
-    TRAINABLE_PARAMETERS,
-    generate_explanations,
-    score_generations,
-    write_predictions,
-)
+from sevlm.training.evaluation import generate_explanations, score_generations, write_predictions
 from sevlm.vad import load_lexicon
 
 log = logging.getLogger(__name__)
@@ -56,11 +51,6 @@ BEST_MODEL_FILE = "best_model.safetensors"
 # The random (tiny) image encoder uses a fixed seed so that every trial of a sweep shares
 # one feature cache; trial seeds vary the trainable model only.
 IMAGE_ENCODER_SEED = 0
-
-
-# MLflow param of every run: the EA classifier's identity (classifier_identity), so that
-# analysis can check that compared runs share one classifier.
-EA_CLASSIFIER_PARAM = "ea_classifier.id"
 
 
 def ea_classifier_dir(cfg: ExperimentConfig) -> Path:

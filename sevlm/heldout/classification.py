@@ -22,16 +22,9 @@ from sevlm.config import EvalConfig
 from sevlm.data import EvalPaintings, FeatureCache
 from sevlm.data.emoset import EMOSET_EMOTIONS, EmoSetSplit
 from sevlm.heldout import scoring
+from sevlm.names import HELDOUT_CLOSED_ACC, HELDOUT_GENERATION_ACC, HELDOUT_IMAGES
 from sevlm.training.evaluation import generate_explanations
 from sevlm.text import parse_generation
-
-# What a held-out evaluation reports (percent, except the count): the closed-set accuracy
-# (EmoVIT's number), the accuracy of the emotion read off the free generation, and how
-# many images were scored. The trial hook logs them as "heldout/<dataset>/<name>".
-CLOSED_ACC = "closed_acc"
-GENERATION_ACC = "acc"
-IMAGES = "images"
-HELDOUT_METRIC_NAMES = (CLOSED_ACC, GENERATION_ACC, IMAGES)
 
 PREDICTION_COLUMNS = ["image", "emotion", "closed_set_emotion", "generated_emotion", "explanation", "generation"]
 
@@ -39,7 +32,7 @@ PREDICTION_COLUMNS = ["image", "emotion", "closed_set_emotion", "generated_emoti
 @dataclass
 class HeldoutEvaluation:
     split: str
-    metrics: dict[str, float]  # HELDOUT_METRIC_NAMES
+    metrics: dict[str, float]  # sevlm.names.HELDOUT_METRIC_NAMES
     predictions: pd.DataFrame  # PREDICTION_COLUMNS, one row per scored image
     per_class: pd.DataFrame  # emotion, images, closed_acc, acc (percent)
     confusion_closed: pd.DataFrame  # rows true, columns predicted (counts)
@@ -88,17 +81,17 @@ def evaluate_on_emoset(
 
     from_text = {k: scoring.generated_class(t, EMOSET_EMOTIONS) for k, t in texts.items()}
     metrics = {
-        CLOSED_ACC: 100.0 * scoring.accuracy(closed, truth),
-        GENERATION_ACC: 100.0 * scoring.accuracy(from_text, truth),
-        IMAGES: float(len(truth)),
+        HELDOUT_CLOSED_ACC: 100.0 * scoring.accuracy(closed, truth),
+        HELDOUT_GENERATION_ACC: 100.0 * scoring.accuracy(from_text, truth),
+        HELDOUT_IMAGES: float(len(truth)),
     }
     closed_per_class = scoring.per_class_accuracy(closed, truth, EMOSET_EMOTIONS)
     generation_per_class = scoring.per_class_accuracy(from_text, truth, EMOSET_EMOTIONS)
     per_class = pd.DataFrame({
         "emotion": list(EMOSET_EMOTIONS),
         "images": [sum(v == e for v in truth.values()) for e in EMOSET_EMOTIONS],
-        CLOSED_ACC: [_percent(closed_per_class[e]) for e in EMOSET_EMOTIONS],
-        GENERATION_ACC: [_percent(generation_per_class[e]) for e in EMOSET_EMOTIONS],
+        HELDOUT_CLOSED_ACC: [_percent(closed_per_class[e]) for e in EMOSET_EMOTIONS],
+        HELDOUT_GENERATION_ACC: [_percent(generation_per_class[e]) for e in EMOSET_EMOTIONS],
     })
     rows = [
         {"image": k, "emotion": truth[k], "closed_set_emotion": closed[k], "generated_emotion": from_text[k],
