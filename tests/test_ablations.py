@@ -39,7 +39,7 @@ def test_unknown_variant_is_a_usage_error_that_lists_the_known_ones(capsys):
 
 def _trial_configs(data_root: Path, tmp_path: Path, points: list[tuple[str, int]]):
     """What the ablation sweep's trials build, on a small synthetic set."""
-    from sweeps.ablations import DEFAULT_OVERRIDES
+    from sweeps.ablation_benchmark import DEFAULT_OVERRIDES
     from trainables.trial import TrialSettings, trial_config
 
     overrides = {
