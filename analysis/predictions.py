@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.runs import Sweep
+from analysis.runs import MlflowSweep
 from analysis.stats import CorpusMetric, bleu_metric, mean_metric
 from sevlm.metrics.corpus_stats import CIDER, INDEX_NAME, ROUGE_L
 from sevlm.names import EVAL_METRIC_NAMES
@@ -129,7 +129,7 @@ def _truthy(values: pd.Series) -> pd.Series:
     return values.map(lambda v: str(v).strip().lower() in ("true", "1", "1.0"))
 
 
-def load_predictions(sweep: Sweep, client, run_ids: list[str] | None = None) -> dict[str, pd.DataFrame]:
+def load_predictions(sweep: MlflowSweep, client, run_ids: list[str] | None = None) -> dict[str, pd.DataFrame]:
     """Per-painting frames of the usable runs; a run without its artifact is excluded (named)."""
     frames = {}
     # One progress bar per artifact would flood the sweep's console.

@@ -24,7 +24,7 @@ from analysis.predictions import (
     load_predictions,
 )
 from analysis.render import Document
-from analysis.runs import ALPHA_SEARCH, Sweep, load_sweep
+from analysis.runs import ALPHA_SEARCH, MlflowSweep, load_sweep
 from sevlm.variants import ALPHA_VARIANTS, FIGURES, FULL
 from trainables import mlflow_store
 from trainables import tracking_schema as schema
@@ -77,7 +77,7 @@ def build_report(sweep_name: str, tracking_uri: str | None = None, experiment: s
 # ------------------------------------------------------------------------ ablations
 
 
-def _ablation_report(sweep: Sweep, client, doc: Document, out: Path, n_resamples: int | None, seed: int) -> None:
+def _ablation_report(sweep: MlflowSweep, client, doc: Document, out: Path, n_resamples: int | None, seed: int) -> None:
     aligned = align(load_predictions(sweep, client))
     seeds = sweep.seeds_by_variant()
     settings = significance.settings_for(sweep, aligned, seed, n_resamples)
@@ -119,7 +119,7 @@ def _ablation_report(sweep: Sweep, client, doc: Document, out: Path, n_resamples
     per_seed.to_csv(out / "per_seed_recomputed.csv", index=False)
 
 
-def _completeness(sweep: Sweep, seeds: dict[str, list[int]], aligned, doc: Document, out: Path) -> None:
+def _completeness(sweep: MlflowSweep, seeds: dict[str, list[int]], aligned, doc: Document, out: Path) -> None:
     doc.heading("Runs")
     most = max((len(s) for s in seeds.values()), default=0)
     fewer = {v: s for v, s in seeds.items() if len(s) < most}
@@ -158,7 +158,7 @@ def _pairing(comparisons, seeds: dict[str, list[int]]) -> str:
     return text + "; ".join(f"{tables.variant_label(v)} {', '.join(map(str, s))}" for v, s in seeds.items()) + "."
 
 
-def _methods(sweep: Sweep, seeds, aligned, settings, present: set[str], comparisons, doc: Document) -> None:
+def _methods(sweep: MlflowSweep, seeds, aligned, settings, present: set[str], comparisons, doc: Document) -> None:
     doc.heading("Significance tests")
     with_dominant = int(next(iter(aligned.frames.values())).loc[aligned.paintings, HAS_DOMINANT].sum())
     starred = [LABELS[m] for m in STARRED if m in present]
@@ -201,7 +201,7 @@ def _testable(comparisons) -> int:
     return int((comparisons["in_family"] & comparisons["testable"]).sum())
 
 
-def _cost(sweep: Sweep, doc: Document, out: Path, group_by_variant: bool) -> None:
+def _cost(sweep: MlflowSweep, doc: Document, out: Path, group_by_variant: bool) -> None:
     table = tables.cost_table(sweep, group_by_variant)
     doc.table(table, out)
     if (table.display == tables.NOT_LOGGED).to_numpy().any():
@@ -212,7 +212,7 @@ def _cost(sweep: Sweep, doc: Document, out: Path, group_by_variant: bool) -> Non
 # ---------------------------------------------------------------------- alpha search
 
 
-def _search_report(sweep: Sweep, doc: Document, out: Path) -> None:
+def _search_report(sweep: MlflowSweep, doc: Document, out: Path) -> None:
     found = search_mod.read_search(sweep)
     doc.heading("Runs")
     if sweep.excluded:

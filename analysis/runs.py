@@ -2,7 +2,7 @@
 
 Ray-free (``trainables.mlflow_store`` opens the store and lists the runs). Every run that
 cannot enter the analysis (failed, killed, still running, never started, no predictions)
-ends up in ``Sweep.excluded`` with its reason, so that the report names it.
+ends up in ``MlflowSweep.excluded`` with its reason, so that the report names it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from trainables import tracking_schema as schema
 
 ABLATIONS = "ablations"
 ALPHA_SEARCH = "alpha_search"
-# Columns of ``Sweep.trials`` (one row per trial run).
+# Columns of ``MlflowSweep.trials`` (one row per trial run).
 INFO_COLUMNS = ("run_id", "run_name", "status", "end_reason", "error", "variant", "seed", "trial_index", "device")
 
 
@@ -39,8 +39,9 @@ class Exclusion:
 
 
 @dataclass
-class Sweep:
-    """One sweep as MLflow holds it.
+class MlflowSweep:
+    """One sweep as MLflow holds it (read back by ``load_sweep``; not the declaration of
+    a sweep kind, ``sweeps.cli.Sweep``).
 
     ``trials``: INFO_COLUMNS per trial run; ``params`` and ``metrics``: one row per run id,
     the run's params (parsed to numbers and booleans) and last logged metric values.
@@ -98,7 +99,8 @@ class Sweep:
         return paper + sorted(v for v in names if v not in paper)
 
 
-def load_sweep(sweep_name: str, tracking_uri: str | None = None, experiment: str | None = None, client=None) -> Sweep:
+def load_sweep(sweep_name: str, tracking_uri: str | None = None, experiment: str | None = None,
+               client=None) -> MlflowSweep:
     """Read ``sweep_name`` from the store (``experiment``, or whichever experiment holds it)."""
     uri = mlflow_store.resolve_tracking_uri(tracking_uri)
     client = client or mlflow_store.open_tracking_store(uri)
@@ -110,7 +112,7 @@ def load_sweep(sweep_name: str, tracking_uri: str | None = None, experiment: str
     params = pd.DataFrame({r.info.run_id: {k: parse_value(v) for k, v in r.data.params.items()} for r in runs.trials}).T
     metrics = pd.DataFrame({r.info.run_id: dict(r.data.metrics) for r in runs.trials}).T
     variants, seeds, counts = _grid(parent)
-    sweep = Sweep(sweep_name, kind, runs.experiment_id, parent, trials, params, metrics, variants, seeds, counts)
+    sweep = MlflowSweep(sweep_name, kind, runs.experiment_id, parent, trials, params, metrics, variants, seeds, counts)
     sweep.excluded = _exclusions(sweep)
     return sweep
 
@@ -154,7 +156,7 @@ def _grid(parent) -> tuple[list[str], list[int], dict[str, int]]:
     return list(grid.get("variants", {})), [int(s) for s in grid.get("seeds", [])], counts
 
 
-def _exclusions(sweep: Sweep) -> list[Exclusion]:
+def _exclusions(sweep: MlflowSweep) -> list[Exclusion]:
     out = []
     for row in sweep.trials.itertuples(index=False):
         if row.status == schema.STATUS_FINISHED:

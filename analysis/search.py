@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.runs import Sweep
+from analysis.runs import MlflowSweep
 from sweeps.space import ParamSpec, parse_space
 from trainables import tracking_schema as schema
 
@@ -22,7 +22,7 @@ class Search:
     values: pd.DataFrame  # completed trials: run_id, the params, the objective, test metrics
 
 
-def read_search(sweep: Sweep) -> Search:
+def read_search(sweep: MlflowSweep) -> Search:
     tags, params = sweep.parent.data.tags, sweep.parent.data.params
     if schema.TAG_SEARCH_SPACE in tags:
         texts = json.loads(tags[schema.TAG_SEARCH_SPACE])
@@ -41,7 +41,7 @@ def read_search(sweep: Sweep) -> Search:
     return Search(space, objective, pd.DataFrame(rows, columns=["run_id", *space, objective]))
 
 
-def objective_value(sweep: Sweep, run_id: str, metric: str) -> float:
+def objective_value(sweep: MlflowSweep, run_id: str, metric: str) -> float:
     """The trial's best value of the optimised metric, else its last one."""
     for key in (schema.BEST_PREFIX + metric, metric):
         if key in sweep.metrics.columns and not pd.isna(sweep.metrics.at[run_id, key]):

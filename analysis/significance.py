@@ -17,7 +17,7 @@ import pandas as pd
 
 from analysis import seed_test, stats
 from analysis.predictions import METRICS, SCALE, STARRED, Aligned, Metric
-from analysis.runs import Sweep
+from analysis.runs import MlflowSweep
 from sevlm.variants import FULL
 
 # Per-seed approximate randomisation counts a seed as significant below this (uncorrected).
@@ -38,14 +38,14 @@ def metrics_present(aligned: Aligned) -> list[Metric]:
     return [m for m in METRICS.values() if aligned.available(m)]
 
 
-def family(sweep: Sweep, aligned: Aligned, reference: str = FULL) -> list[tuple[str, str]]:
+def family(sweep: MlflowSweep, aligned: Aligned, reference: str = FULL) -> list[tuple[str, str]]:
     """(variant, metric) pairs behind the stars: every variant with runs x starred metric present."""
     present = {m.name for m in metrics_present(aligned)}
     variants = [v for v in sweep.seeds_by_variant() if v != reference]
     return [(v, m) for v in variants for m in STARRED if m in present]
 
 
-def settings_for(sweep: Sweep, aligned: Aligned, seed: int, n_resamples: int | None = None) -> TestSettings:
+def settings_for(sweep: MlflowSweep, aligned: Aligned, seed: int, n_resamples: int | None = None) -> TestSettings:
     """The family and the approximate randomisation's resamples (the stars need none)."""
     return TestSettings(n_resamples or stats.DEFAULT_RESAMPLES, seed, family(sweep, aligned))
 
@@ -54,7 +54,7 @@ def _seed_arrays(pairs: dict, aligned: Aligned, variant: str, seeds: list[int], 
     return aligned.stack([pairs[(variant, s)] for s in seeds], metric.corpus)
 
 
-def compare(sweep: Sweep, aligned: Aligned, settings: TestSettings) -> pd.DataFrame:
+def compare(sweep: MlflowSweep, aligned: Aligned, settings: TestSettings) -> pd.DataFrame:
     """One row per variant x metric present: Δ = reference − variant, per-seed Δ, CI, test, raw and
     Holm p, stars ("not testable" below ``seed_test.MIN_SEEDS`` paired seeds)."""
     seeds, pairs = sweep.seeds_by_variant(), sweep.pairs()
@@ -134,7 +134,7 @@ def _seeds_significant(a: np.ndarray, b: np.ndarray, metric: Metric, settings: T
     return sum(r.p_value < SEED_LEVEL for r in results), len(results)
 
 
-def intervals(sweep: Sweep, aligned: Aligned, settings: TestSettings, metrics: list[Metric]) -> pd.DataFrame:
+def intervals(sweep: MlflowSweep, aligned: Aligned, settings: TestSettings, metrics: list[Metric]) -> pd.DataFrame:
     """Each variant's seed-averaged score with the 95% interval of ``seed_test`` (percent);
     ``seeds_counted`` is False below ``seed_test.MIN_SEEDS`` seeds (the paintings' interval alone)."""
     rows, pairs = [], sweep.pairs()
@@ -147,7 +147,7 @@ def intervals(sweep: Sweep, aligned: Aligned, settings: TestSettings, metrics: l
     return pd.DataFrame(rows)
 
 
-def per_seed_scores(sweep: Sweep, aligned: Aligned, metrics: list[Metric]) -> pd.DataFrame:
+def per_seed_scores(sweep: MlflowSweep, aligned: Aligned, metrics: list[Metric]) -> pd.DataFrame:
     """Each run's corpus score recomputed on the aligned paintings (the dots of the figures)."""
     rows, pairs = [], sweep.pairs()
     for variant, seeds in sweep.seeds_by_variant().items():

@@ -24,7 +24,7 @@ from analysis.predictions import (
     ROUGE_METRIC,
     UNIQUE,
 )
-from analysis.runs import Sweep
+from analysis.runs import MlflowSweep
 from analysis.seed_test import MIN_SEEDS, NAME as TEST_NAME, NOT_TESTABLE
 from sevlm.heldout import HELDOUT_DATASETS
 from sevlm.names import HELDOUT_CLOSED_ACC, INFERENCE_SECONDS, TRAINABLE_PARAMETERS
@@ -72,7 +72,7 @@ def _label(metric: str) -> str:
     return HELDOUT_LABELS.get(metric) or LABELS.get(metric, metric)
 
 
-def _logged(sweep: Sweep, run_id: str, metric: str) -> float | None:
+def _logged(sweep: MlflowSweep, run_id: str, metric: str) -> float | None:
     key = _key(metric)
     if key not in sweep.metrics.columns:
         return None
@@ -80,12 +80,12 @@ def _logged(sweep: Sweep, run_id: str, metric: str) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
-def _present(sweep: Sweep, metrics: tuple[str, ...]) -> list[str]:
+def _present(sweep: MlflowSweep, metrics: tuple[str, ...]) -> list[str]:
     return [m for m in metrics if _key(m) in sweep.metrics.columns
             and sweep.metrics.loc[sweep.usable, _key(m)].notna().any()]
 
 
-def summary_table(sweep: Sweep, variants: list[str], stem: str, title: str) -> Table:
+def summary_table(sweep: MlflowSweep, variants: list[str], stem: str, title: str) -> Table:
     """Mean ± sd over seeds of each variant's logged test metrics, n seeds stated; on ArtEmis
     data the paper's Table 1 numbers beside (rows marked "paper")."""
     seeds, pairs = sweep.seeds_by_variant(), sweep.pairs()
@@ -114,11 +114,11 @@ def summary_table(sweep: Sweep, variants: list[str], stem: str, title: str) -> T
     return Table(stem, title, pd.DataFrame(display), pd.DataFrame(data), note)
 
 
-def table1(sweep: Sweep) -> Table:
+def table1(sweep: MlflowSweep) -> Table:
     return summary_table(sweep, list(FIGURES["table1"]), "table1", "Table 1: Baseline vs SEVLM (test set)")
 
 
-def variants_table(sweep: Sweep) -> Table:
+def variants_table(sweep: MlflowSweep) -> Table:
     return summary_table(sweep, sweep.variant_order(), "variants", "Every variant (test set)")
 
 
@@ -176,7 +176,7 @@ def _p(p: float) -> str:
     return f"{p:.2g}" if p >= 0.01 else f"{p:.4g}" if p >= 1e-4 else f"{p:.1e}"
 
 
-def per_seed_table(sweep: Sweep) -> Table:
+def per_seed_table(sweep: MlflowSweep) -> Table:
     """Every trial run, raw logged test metrics (failed and killed runs included, marked)."""
     metrics = _present(sweep, (*TABLE1_METRICS, PAINTINGS, *HELDOUT_METRICS))
     frame = sweep.trials.copy()
@@ -204,7 +204,7 @@ _SCALE = {TRAINABLE_PARAMETERS: 1e-6}
 _DIGITS = {schema.TEST_PREFIX + INFERENCE_SECONDS: 4}
 
 
-def cost_table(sweep: Sweep, group_by_variant: bool) -> Table:
+def cost_table(sweep: MlflowSweep, group_by_variant: bool) -> Table:
     """The paper's Table 3 from what the runs logged: mean over a variant's runs."""
     trials = sweep.trials[sweep.trials["run_id"].isin(sweep.usable)]
     keys = trials["variant"] if group_by_variant else trials["run_name"]
@@ -226,13 +226,13 @@ def cost_table(sweep: Sweep, group_by_variant: bool) -> Table:
     return Table("cost", "Computational cost", pd.DataFrame(rows), pd.DataFrame(data), note)
 
 
-def excluded_table(sweep: Sweep) -> Table:
+def excluded_table(sweep: MlflowSweep) -> Table:
     rows = [{"variant": e.variant or "–", "seed": "–" if e.seed is None else str(e.seed),
              "run": e.run_name or "–", "reason": e.reason} for e in sweep.excluded]
     return Table("excluded", "Runs left out", pd.DataFrame(rows, columns=["variant", "seed", "run", "reason"]))
 
 
-def trials_table(sweep: Sweep, searched: list[str], objective: str, values: dict[str, float]) -> Table:
+def trials_table(sweep: MlflowSweep, searched: list[str], objective: str, values: dict[str, float]) -> Table:
     """Alpha search: one row per trial, its searched params, objective ``values`` and test metrics."""
     metrics = _present(sweep, (*TABLE1_METRICS, *HELDOUT_METRICS))
     column = f"best {objective}"
@@ -247,7 +247,7 @@ def trials_table(sweep: Sweep, searched: list[str], objective: str, values: dict
     return Table("trials", "Trials", display, data, f"Sorted by {column} (higher is better); test metrics in percent.")
 
 
-def _dataset(sweep: Sweep) -> str | None:
+def _dataset(sweep: MlflowSweep) -> str | None:
     if DATASET_PARAM not in sweep.params.columns:
         return None
     values = sweep.params.loc[sweep.usable, DATASET_PARAM].dropna().unique()

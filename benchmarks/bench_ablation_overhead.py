@@ -100,7 +100,7 @@ def framework_only(work: Path, variants: list[str], seeds: int) -> None:
 
 def trial_configs(work: Path, variants: list[str], steps: int | None):
     """The configurations the ablation sweep gives its trials (seed 0), in its order."""
-    from sweeps.ablations import DEFAULT_OVERRIDES
+    from sweeps.ablation_benchmark import DEFAULT_OVERRIDES
     from sweeps.spec import DEFAULT_METRIC
     from sweeps.strategies import Grid
     from sevlm.config import compose

@@ -51,11 +51,12 @@ DEFINING = (
     "keep_checkpoints", "experiment", "heldout",
 )
 
-Report = Callable[[SweepSpec, SweepOutcome, dict[str, str], Any], None]
+# What a sweep prints at its end, between the trial counts and where MLflow is.
+PrintResults = Callable[[SweepSpec, SweepOutcome, dict[str, str], Any], None]
 
 
-def report_best(spec: SweepSpec, outcome: SweepOutcome, run_ids: dict[str, str], out) -> None:
-    """The default end of a sweep's summary: its best trial."""
+def print_best_trial(spec: SweepSpec, outcome: SweepOutcome, run_ids: dict[str, str], out) -> None:
+    """The default ``print_results``: the sweep's best trial."""
     print_best(outcome, list(spec.plan.columns()), run_ids, out)
 
 
@@ -68,7 +69,8 @@ class Sweep:
     strategy: Any  # sweeps.strategies.TPEFlags or GridFlags
     default_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # preset -> {key: value}
     default_metric: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_METRIC))
-    report: Report = report_best  # printed between the trial counts and where MLflow is
+    # see PrintResults; sweeps/result_tables.py has the variants x seeds sweeps' own
+    print_results: PrintResults = print_best_trial
     # The analysis report (python -m analysis) built at the end, printed under this title
     # (None: none); --no-report skips it.
     analysis_report: str | None = None
@@ -370,7 +372,8 @@ def _fit(spec: SweepSpec, args: argparse.Namespace, sweep: Sweep, device: str | 
 
 def _report(spec: SweepSpec, args: argparse.Namespace, sweep: Sweep, outcome: SweepOutcome,
             run_ids: dict[str, str], out) -> None:
-    sweep.report(spec, outcome, run_ids, out)
+    """The end of the summary: the sweep's ``print_results``, then its analysis report."""
+    sweep.print_results(spec, outcome, run_ids, out)
     if sweep.analysis_report and not getattr(args, "no_report", False):
         print_analysis_report(spec, sweep.analysis_report, out)
 

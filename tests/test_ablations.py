@@ -39,8 +39,8 @@ def test_unknown_variant_is_a_usage_error_that_lists_the_known_ones(capsys):
 
 def _trial_configs(data_root: Path, tmp_path: Path, points: list[tuple[str, int]]):
     """What the ablation sweep's trials build, on a small synthetic set."""
-    from sweeps.ablations import DEFAULT_OVERRIDES
     from sevlm.config import compose
+    from sweeps.ablation_benchmark import DEFAULT_OVERRIDES
 
     overrides = {
         **DEFAULT_OVERRIDES["tiny"],

@@ -244,7 +244,7 @@ def test_heldout_flag_is_a_common_sweep_flag_checked_before_the_sweep_starts(tmp
 
 def test_report_tables_show_the_heldout_accuracy_when_logged():
     from analysis import tables
-    from analysis.runs import INFO_COLUMNS, Sweep
+    from analysis.runs import INFO_COLUMNS, MlflowSweep
     from trainables import tracking_schema as schema
 
     heldout = schema.heldout_metric("emoset", "closed_acc")
@@ -252,11 +252,12 @@ def test_report_tables_show_the_heldout_accuracy_when_logged():
                            ["r2", "trial-2", schema.STATUS_FINISHED, "completed", None, None, None, 1, "cpu"]],
                           columns=list(INFO_COLUMNS))
     metrics = pd.DataFrame({"test/acc": [50.0, 60.0], heldout: [31.3, None]}, index=["r1", "r2"])
-    sweep = Sweep("s", "alpha_search", "0", None, trials, pd.DataFrame(index=["r1", "r2"]), metrics)
+    sweep = MlflowSweep("s", "alpha_search", "0", None, trials, pd.DataFrame(index=["r1", "r2"]), metrics)
     table = tables.per_seed_table(sweep)
     label = tables.HELDOUT_LABELS[heldout]
     assert list(table.display[label]) == ["31.3", "–"]
-    without = Sweep("s", "alpha_search", "0", None, trials, pd.DataFrame(index=["r1", "r2"]), metrics[["test/acc"]])
+    without = MlflowSweep("s", "alpha_search", "0", None, trials, pd.DataFrame(index=["r1", "r2"]),
+                          metrics[["test/acc"]])
     assert label not in tables.per_seed_table(without).display.columns
 
 

@@ -1,5 +1,5 @@
-"""sweeps/lr_selection.py: both models get the same candidates, and the choice uses
-validation values only."""
+"""sweeps/lr_selection.py and its rule (sweeps/lr_choice.py): both models get the same
+candidates, and the choice uses validation values only."""
 
 from __future__ import annotations
 
@@ -8,26 +8,30 @@ import io
 import pytest
 
 from sevlm.variants import BASELINE, FULL, VARIANTS
+from sweeps import lr_choice
 from sweeps import lr_selection as sel
+from sweeps.result_tables import print_lr_choice
 from sweeps.strategies import Grid
 from sweeps.summary import SweepOutcome, TrialOutcome
 from trainables import tracking_schema as schema
 
 
 def test_both_models_get_the_same_rates_at_the_papers_vad_ratio():
-    cands = sel.candidates()
+    cands = lr_choice.candidates(sel.MODELS, sel.DECODER_RATES)
+    assert cands == sel.SWEEP.strategy.variants  # what the sweep runs
     assert len(cands) == len(sel.MODELS) * len(sel.DECODER_RATES)
     for name, overrides in cands.items():
-        model, lr = sel.parse_candidate(name)
+        model, lr = lr_choice.parse_candidate(name)
         assert {k: overrides[k] for k in VARIANTS[model]} == VARIANTS[model]
         assert overrides["train.lr_decoder"] == lr
         assert overrides["train.lr_vad"] == pytest.approx(2 * lr)  # 4e-5 / 2e-5 in the paper
     for model in sel.MODELS:
-        assert sorted(sel.parse_candidate(n)[1] for n in cands if n.startswith(model + "@")) == sorted(sel.DECODER_RATES)
+        rates = sorted(lr_choice.parse_candidate(n)[1] for n in cands if n.startswith(model + "@"))
+        assert rates == sorted(sel.DECODER_RATES)
 
 
 def trial(model, lr, seed, val, test_bleu4):
-    config = {Grid.VARIANT_KEY: sel.candidate_name(model, lr), Grid.SEED_KEY: seed}
+    config = {Grid.VARIANT_KEY: lr_choice.candidate_name(model, lr), Grid.SEED_KEY: seed}
     final = {} if val is None else {schema.TEST_PREFIX + "bleu4": test_bleu4}
     return TrialOutcome(f"{model}-{lr}-{seed}", schema.STATUS_FINISHED if val is not None else schema.STATUS_FAILED,
                         config, val, final)
@@ -42,13 +46,13 @@ def test_the_choice_is_the_best_mean_validation_value_never_the_test_value():
         trial(FULL, 3e-3, 0, 30.0, 30.0), trial(FULL, 3e-3, 1, 32.0, 34.0),
         trial(FULL, 1e-2, 0, 50.0, 60.0), trial(FULL, 1e-2, 1, None, None),
     ]
-    choices = sel.choose(SweepOutcome("val/rouge_l", trials, interrupted=False))
+    choices = lr_choice.choose(SweepOutcome("val/rouge_l", trials, interrupted=False))
     assert [(c.model, c.lr) for c in choices] == [(BASELINE, 3e-3), (FULL, 3e-3)]
     assert choices[0].val == {1e-3: 42.0, 3e-3: 44.0}
     assert 1e-2 not in choices[1].val
 
     out = io.StringIO()
-    sel.report(None, SweepOutcome("val/rouge_l", trials, interrupted=False), {}, out)
+    print_lr_choice(None, SweepOutcome("val/rouge_l", trials, interrupted=False), {}, out)
     text = out.getvalue()
     assert "baseline chose 0.003" in text and "full chose 0.003" in text
     assert "51" in text  # baseline's test BLEU-4 at its chosen rate: mean of 50 and 52

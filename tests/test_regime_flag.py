@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from sevlm.variants import BASELINE, FULL, VARIANTS
-from sweeps import ablations
+from sweeps import ablation_benchmark, ablations
 from sweeps import lr_selection as sel
+from sweeps.lr_choice import VAD_RATIO, parse_candidate
 from sweeps.spec import build_spec
 from sweeps.strategies import Grid
 from sevlm.config import compose
@@ -35,12 +36,13 @@ def trial_configs(sweep, argv, cwd):
 def test_the_ablation_sweep_puts_every_trial_in_the_regime_it_is_given(sweep_in_tmp):
     spec, trials = trial_configs(ablations.SWEEP, ["--decoder-init", "pretrained"], sweep_in_tmp)
     assert {p[Grid.VARIANT_KEY] for p, _ in trials} == set(VARIANTS)  # the whole default grid
-    lr = ablations.PRETRAINED_LR_DECODER
+    lr = ablation_benchmark.PRETRAINED_LR_DECODER
     for point, cfg in trials:
         assert cfg.model.decoder_init == "pretrained", point
         assert cfg.model.decoder.name_or_path is None  # resolved by the trial, on its node
         assert (cfg.train.lr_decoder, cfg.train.lr_vad) == (lr, 2 * lr), point
-        assert cfg.train.epochs == ablations.DEFAULT_OVERRIDES["tiny"]["train.epochs"]  # the benchmark's budget
+        # the benchmark's budget
+        assert cfg.train.epochs == ablation_benchmark.DEFAULT_OVERRIDES["tiny"]["train.epochs"]
     assert spec.overrides["model.decoder_init"] == "pretrained"
     # Nothing else moves: the variants' own switches are the scratch regime's.
     _, scratch = trial_configs(ablations.SWEEP, [], sweep_in_tmp)
@@ -63,9 +65,9 @@ def test_the_lr_selection_tries_its_lower_rates_on_the_pretrained_decoder(sweep_
     _, trials = trial_configs(sel.SWEEP, ["--decoder-init", "pretrained"], sweep_in_tmp)
     seen = set()
     for point, cfg in trials:
-        model, lr = sel.parse_candidate(point[Grid.VARIANT_KEY])
+        model, lr = parse_candidate(point[Grid.VARIANT_KEY])
         assert cfg.model.decoder_init == "pretrained"
-        assert cfg.train.lr_decoder == lr and cfg.train.lr_vad == pytest.approx(sel.VAD_RATIO * lr)
+        assert cfg.train.lr_decoder == lr and cfg.train.lr_vad == pytest.approx(VAD_RATIO * lr)
         assert cfg.model.use_contrastive == (model == FULL)
         seen.add((model, lr))
     assert seen == {(m, lr) for m in (BASELINE, FULL) for lr in sel.PRETRAINED_DECODER_RATES}
@@ -97,3 +99,12 @@ def test_train_flag_sets_the_key():
     assert by_set.model.decoder_init == "pretrained"
     with pytest.raises(SystemExit):
         parser.parse_args(["--decoder-init", "warm"])
+
+
+def test_both_sweeps_run_on_the_one_benchmark():
+    benchmark = ablation_benchmark
+    for sweep in (ablations.SWEEP, sel.SWEEP):
+        assert sweep.default_overrides is benchmark.DEFAULT_OVERRIDES
+        assert sweep.strategy.quick_overrides is benchmark.QUICK_OVERRIDES
+        assert isinstance(sweep.strategy, benchmark.RegimeGridFlags)
+    assert ablations.SWEEP.strategy.regime_overrides is benchmark.REGIME_OVERRIDES
