@@ -33,7 +33,6 @@ from sevlm.variants import ALPHA_VARIANTS, FULL, VARIANTS
 from sweeps.ablation_benchmark import DEFAULT_OVERRIDES, QUICK_OVERRIDES, REGIME_OVERRIDES, RegimeGridFlags
 from sweeps.cli import Sweep, run_sweep_cli
 from sweeps.result_tables import print_variant_results
-from sweeps.result_tables import print_variant_table  # noqa: F401 - its old place (tests/test_sweep_units.py)
 
 # The benchmark's settings and regimes: sweeps/ablation_benchmark.py (shared with
 # sweeps/lr_selection.py). The α sensitivity runs at one seed by default (--all-seeds: every

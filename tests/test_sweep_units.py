@@ -588,7 +588,7 @@ def test_a_resumed_sweep_continues_its_parent_run(tmp_path):
 def test_variant_table_in_paper_order_with_every_reported_metric():
     import io
 
-    from sweeps.ablations import print_variant_table
+    from sweeps.result_tables import print_variant_table
     from sweeps.summary import SweepOutcome, TrialOutcome
 
     final = {"test/acc": 50.0, "test/bleu4": 10.0, "test/paintings": 140.0, "test/new_metric": 0.25}
