@@ -141,11 +141,14 @@ class MlflowTrialWriter(Callback):
     def on_step_end(self, iteration, trials, **info) -> None:
         # Tune's event loop turns about once a second: a server that came back gets what
         # is queued even while no trial reports (drain backs off while it is away).
-        if len(self.queue):
-            self._guard(self.queue.drain)
+        self._guard(self._drain_queued)
 
     def on_experiment_end(self, trials, **info) -> None:
         self._guard(self._experiment_ended)
+
+    def _drain_queued(self) -> None:
+        if len(self.queue):
+            self.queue.drain()
 
     def _guard(self, fn, *args, **kwargs) -> None:
         # A tracking problem must not kill the sweep; what could not be written waits in
