@@ -64,8 +64,8 @@ def main() -> None:
     parser.add_argument("--log-steps", type=int, default=10, help="training-log entries per report")
     args = parser.parse_args()
 
-    from trainables.mlflow_parent_run import open_parent_run
     from trainables.mlflow_writer import MlflowTrialWriter
+    from trainables.sweep_tracking import SweepTracking
 
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
@@ -73,12 +73,9 @@ def main() -> None:
         subprocess.run([str(SERVER), "start"], env=env, check=True, capture_output=True)
         try:
             url = f"http://127.0.0.1:{port}"
-            exp_id, parent = open_parent_run(url, experiment="bench", sweep_name="bench", sweep_kind="alpha_search",
-                                             sweep_path=f"{tmp}/sweep", metric="val/bleu4", params={}, tags={},
-                                             spec={})
-            writer = MlflowTrialWriter(url, exp_id, parent, sweep_name="bench", sweep_kind="alpha_search",
-                                       sweep_path=f"{tmp}/sweep", storage_path=tmp, metric="val/bleu4",
-                                       trial_tags=lambda config: {})
+            tracking = SweepTracking(url, "bench", "bench", "alpha_search", f"{tmp}/sweep")
+            tracking.open_parent_run(metric="val/bleu4", params={}, tags={}, spec={})
+            writer = MlflowTrialWriter(tracking, storage_path=tmp, metric="val/bleu4", trial_tags=lambda config: {})
             trials = [FakeTrial(f"t{i:03d}", {"model.alpha": 2.0}) for i in range(args.trials)]
             config = json.dumps({f"key{i}": i for i in range(60)})  # the flattened configuration
             started = time.perf_counter()

@@ -28,7 +28,7 @@ from sweeps.console import quiet_console
 from sweeps.leftovers import record_driver, stop_leftovers
 from sweeps.cluster_wait import expected_workers, wait_for_cluster
 from sweeps.resources import TrialResources, decide_resources, local_resources
-from sweeps.spec import DEFAULT_METRIC, SweepSpec, build_spec, check_tracking, resume_spec
+from sweeps.spec import DEFAULT_METRIC, SweepSpec, build_spec, resume_spec
 from sweeps.summary import (
     SweepOutcome,
     print_analysis_report,
@@ -253,9 +253,13 @@ def _cluster_nodes(args: argparse.Namespace) -> list[dict[str, float]]:
 def _run(spec: SweepSpec, args: argparse.Namespace, sweep: Sweep) -> int:
     import ray
 
+    from trainables.sweep_tracking import SweepTracking, TrackingStoreError
+
+    # the sweep's MLflow on this driver: one client, one write queue, every write through it
+    tracking = SweepTracking(spec.tracking_uri, spec.experiment, spec.name, spec.kind, spec.experiment_dir)
     try:
-        check_tracking(spec.tracking_uri)
-    except SweepError as exc:
+        tracking.probe()
+    except TrackingStoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.address and "://" not in spec.storage_path:
@@ -286,26 +290,20 @@ def _run(spec: SweepSpec, args: argparse.Namespace, sweep: Sweep) -> int:
             print(decided.reason, flush=True)
         # after ray.init: Ray's core installs its own SIGTERM handler (which aborts)
         with _stop_signals_interrupt():
-            return _fit(spec, args, sweep, device)
+            return _fit(spec, args, sweep, device, tracking)
     finally:
         if started_ray:
             ray.shutdown()
 
 
-def _fit(spec: SweepSpec, args: argparse.Namespace, sweep: Sweep, device: str | None) -> int:
+def _fit(spec: SweepSpec, args: argparse.Namespace, sweep: Sweep, device: str | None, tracking) -> int:
     import warnings
 
     import optuna
     from ray import tune
 
-    from trainables.mlflow_parent_run import (
-        close_parent_run,
-        end_orphaned_trial_runs,
-        open_parent_run,
-        trial_run_ids,
-    )
-    from trainables.mlflow_queue import replay_queued_writes
     from trainables.mlflow_store import http_limits
+    from trainables.sweep_tracking import TrackingStoreError
     from trainables.trial import make_trainable
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -316,7 +314,7 @@ def _fit(spec: SweepSpec, args: argparse.Namespace, sweep: Sweep, device: str | 
     if args.resume:
         print(f"Resuming sweep {spec.name} from {spec.experiment_dir}", file=out, flush=True)
         # MLflow writes the previous driver could not send (server away when it ended)
-        waiting = replay_queued_writes(spec.tracking_uri, spec.experiment_dir, spec.name)
+        waiting = tracking.replay_queued()
         if waiting:
             print(f"note: {waiting} earlier MLflow writes still wait for the tracking server", file=out, flush=True)
     else:
@@ -325,28 +323,28 @@ def _fit(spec: SweepSpec, args: argparse.Namespace, sweep: Sweep, device: str | 
         print(f"Sweep {spec.name}: {plan.total_trials()} trials ({plan.describe()}), {spec.concurrency} at a "
               f"time, {device} per trial, optimising {spec.metric}; preset {spec.preset}; "
               f"MLflow {spec.tracking_uri}; Ray storage {spec.experiment_dir}", file=out, flush=True)
-    experiment_id, parent_run_id = open_parent_run(
-        spec.tracking_uri, experiment=spec.experiment, sweep_name=spec.name, sweep_kind=spec.kind,
-        sweep_path=spec.experiment_dir, metric=spec.metric, params=spec.parent_params(),
-        tags=plan.parent_tags(), spec=dataclasses.asdict(spec), total_trials=plan.total_trials(),
-    )
+    try:
+        tracking.open_parent_run(metric=spec.metric, params=spec.parent_params(), tags=plan.parent_tags(),
+                                 spec=dataclasses.asdict(spec), total_trials=plan.total_trials())
+    except TrackingStoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     trainable = make_trainable(spec.trial_settings)
     if args.resume:
         # Tune restores its callbacks (MLflow writer, progress table, reaper) with its state.
         tuner = tune.Tuner.restore(spec.experiment_dir, trainable=trainable,
                                    resume_unfinished=True, resume_errored=True)
     else:
-        tuner = _tuner(spec, trainable, experiment_id, parent_run_id, args.progress_interval)
+        tuner = _tuner(spec, trainable, tracking, args.progress_interval)
     outcome = sweep_outcome(tuner.fit(), spec.metric, plan.total_trials())
     # Runs left RUNNING by a driver that was killed (SIGKILL, lost machine) for trials
     # that Tune's saved state did not have: nothing continues them.
-    end_orphaned_trial_runs(spec.tracking_uri, spec.name, spec.experiment, sweep_path=spec.experiment_dir)
+    tracking.end_orphaned_trial_runs()
 
-    run_ids = trial_run_ids(spec.tracking_uri, spec.name, spec.experiment)
-    unsent = close_parent_run(spec.tracking_uri, parent_run_id, sweep_path=spec.experiment_dir, sweep_name=spec.name,
-                              status=outcome.status, counts=outcome.counts, rows=outcome.rows(run_ids),
-                              best=outcome.best_record(spec.name, run_ids), metric=spec.metric,
-                              sweep_kind=spec.kind, columns=plan.columns())
+    run_ids = tracking.trial_run_ids()
+    unsent = tracking.close_parent_run(status=outcome.status, counts=outcome.counts, rows=outcome.rows(run_ids),
+                                       best=outcome.best_record(spec.name, run_ids), metric=spec.metric,
+                                       columns=plan.columns())
     print_counts(spec.name, outcome, out)
     if unsent:
         print(f"note: the tracking server did not take {unsent} MLflow writes; they are kept on disk and "
@@ -356,7 +354,8 @@ def _fit(spec: SweepSpec, args: argparse.Namespace, sweep: Sweep, device: str | 
             _report(spec, args, sweep, outcome, run_ids, out)
     else:
         _report(spec, args, sweep, outcome, run_ids, out)
-    print_mlflow(spec.experiment, spec.name, spec.tracking_uri, experiment_id, parent_run_id, out)
+    print_mlflow(tracking.experiment, tracking.sweep_name, tracking.tracking_uri, tracking.experiment_id,
+                 tracking.parent_run_id, out)
     out.flush()
     if outcome.interrupted:
         cmd = f"python sweeps/{spec.kind}.py --resume --name {spec.name} --storage {spec.storage_path}"
@@ -384,7 +383,7 @@ def _tune_limits_concurrency(search_alg) -> bool:
     return search_alg is None or isinstance(search_alg, Searcher)
 
 
-def _tuner(spec: SweepSpec, trainable, experiment_id: str, parent_run_id: str, progress_interval: float):
+def _tuner(spec: SweepSpec, trainable, tracking, progress_interval: float):
     from ray import tune
 
     from sweeps.progress import ProgressTable
@@ -392,11 +391,8 @@ def _tuner(spec: SweepSpec, trainable, experiment_id: str, parent_run_id: str, p
     from trainables.placement import PlacementGroupReaper
 
     plan = spec.plan
-    writer = MlflowTrialWriter(
-        spec.tracking_uri, experiment_id, parent_run_id, sweep_name=spec.name, sweep_kind=spec.kind,
-        sweep_path=spec.experiment_dir, storage_path=spec.storage_path, metric=spec.metric,
-        trial_tags=plan.trial_tags,
-    )
+    writer = MlflowTrialWriter(tracking, storage_path=spec.storage_path, metric=spec.metric,
+                               trial_tags=plan.trial_tags)
     progress = ProgressTable(spec.name, plan.total_trials(), plan.columns(), spec.metric, progress_interval)
     search_alg = plan.search_alg(spec.metric, spec.concurrency)
     return tune.Tuner(

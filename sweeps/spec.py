@@ -222,14 +222,6 @@ def resume_spec(args: argparse.Namespace, *, kind: str, defining: tuple[str, ...
     return spec
 
 
-def check_tracking(uri: str) -> None:
-    """Open the tracking store once (creates a new SQLite file); a clear error if it fails."""
-    try:
-        mlflow_store.probe_tracking_store(uri)
-    except RuntimeError as exc:
-        raise SweepError(f"cannot use the MLflow tracking store {uri}: {exc}") from None
-
-
 def storage_root(flag: str | None, cwd: Path) -> str:
     value = flag or "ray_results"
     if "://" in value:

@@ -146,22 +146,22 @@ def test_a_dead_server_costs_seconds_not_minutes(tmp_path):
 
 
 def test_the_end_of_a_sweep_with_the_server_away_costs_seconds_and_resume_sends_it(store, tmp_path):
-    from trainables.mlflow_parent_run import close_parent_run, end_orphaned_trial_runs, open_parent_run, trial_run_ids
-    from trainables.mlflow_queue import replay_queued_writes
+    from trainables.sweep_tracking import SweepTracking
 
     client, _ = store
     uri, sweep = f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "sweep")
-    _, parent_id = open_parent_run(uri, experiment="e", sweep_name="s", sweep_kind="alpha_search", sweep_path=sweep,
-                                   metric="val/bleu4", params={}, tags={}, spec={})
-    # the server went away while the last trial ran: the driver's end-of-sweep writes
-    dead = _dead_server()
+    _, parent_id = SweepTracking(uri, "e", "s", "alpha_search", sweep).open_parent_run(
+        metric="val/bleu4", params={}, tags={}, spec={})
+    # the server went away while the last trial ran: the driver's end-of-sweep writes (a
+    # driver of the same sweep whose store is a dead server, its parent run opened before)
+    away = SweepTracking(_dead_server(), "e", "s", "alpha_search", sweep)
+    away.parent_run_id = parent_id
     started = time.monotonic()
-    assert trial_run_ids(dead, "s", "e") == {}
-    assert end_orphaned_trial_runs(dead, "s", "e", sweep_path=sweep, drain_s=1) == []
-    unsent = close_parent_run(dead, parent_id, sweep_path=sweep, sweep_name="s", status="FINISHED",
-                              counts={"total": 1, "finished": 1, "failed": 0, "killed": 0},
-                              rows=[{"trial_id": "t0", "test/acc": 50.0}],
-                              best={"trial_id": "t0", "metrics": {"val/bleu4": 3.0}}, drain_s=1)
+    assert away.trial_run_ids() == {}
+    assert away.end_orphaned_trial_runs(drain_s=1) == []
+    unsent = away.close_parent_run(status="FINISHED", counts={"total": 1, "finished": 1, "failed": 0, "killed": 0},
+                                   rows=[{"trial_id": "t0", "test/acc": 50.0}],
+                                   best={"trial_id": "t0", "metrics": {"val/bleu4": 3.0}}, drain_s=1)
     assert time.monotonic() - started < 30  # MLflow's own retries: minutes per call
     # counts and best metrics, results.csv, the status; and best.json, unless the artifact
     # repository MLflow cached for the run (a local folder here) took it without the server
@@ -169,9 +169,41 @@ def test_the_end_of_a_sweep_with_the_server_away_costs_seconds_and_resume_sends_
     assert client.get_run(parent_id).info.status == "RUNNING"
 
     # --resume (the server back): everything is written, once
-    assert replay_queued_writes(uri, sweep, "s") == 0
+    assert SweepTracking(uri, "e", "s", "alpha_search", sweep).replay_queued() == 0
     parent = client.get_run(parent_id)
     assert parent.info.status == "FINISHED" and parent.data.tags[schema.TAG_TRIALS_FINISHED] == "1"
     assert parent.data.metrics[schema.PARENT_BEST_METRIC_PREFIX + "val/bleu4"] == 3.0
     artifacts = {a.path for a in client.list_artifacts(parent_id, "sweep")}
     assert {schema.ARTIFACT_SWEEP_RESULTS, schema.ARTIFACT_SWEEP_BEST} <= artifacts
+
+
+def test_the_parent_runs_creation_goes_through_the_queue_and_survives_a_lost_answer(store, tmp_path):
+    from trainables.sweep_tracking import SweepTracking
+
+    client, exp_id = store
+    uri, sweep = f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "sweep")
+    opening = dict(metric="val/bleu4", params={"sweep.num_trials": 8}, tags={"sevlm.extra": "x"}, spec={"name": "s"})
+    # the store makes the parent run, its answer is lost: the queue finds it by its tags
+    flaky = Outage(client, down=False, after_create=True)
+    tracking = SweepTracking(uri, "e", "s", "alpha_search", sweep, client=flaky)
+    tracking.queue.backoff_max_s = 0.01
+    _, parent_id = tracking.open_parent_run(**opening, drain_s=10)
+    parents = client.search_runs([exp_id], filter_string=schema.search_filter_parent("s"))
+    assert [p.info.run_id for p in parents] == [parent_id], "a second parent run"
+    parent = client.get_run(parent_id)
+    assert parent.data.tags[schema.TAG_RESUME_COUNT] == "0" and parent.data.tags["sevlm.extra"] == "x"
+    assert parent.data.params == {"sweep.num_trials": "8"}
+    assert {a.path for a in client.list_artifacts(parent_id, "sweep")} == {schema.ARTIFACT_SWEEP_SPEC}
+    assert (tmp_path / "sweep" / "mlflow_queue.jsonl").read_text() == ""
+
+    # the server is gone once the reads answered: the sweep cannot start, and says so; the
+    # creation waits in the journal
+    class CreateRefused(Outage):
+        def __getattr__(self, name):
+            return super().__getattr__(name) if name == "create_run" else getattr(self.client, name)
+
+    down = SweepTracking(uri, "e", "other", "alpha_search", str(tmp_path / "other"), client=CreateRefused(client))
+    with pytest.raises(RuntimeError, match="did not create the parent run of sweep other"):
+        down.open_parent_run(**opening, drain_s=0.5)
+    assert '"op": "create_run"' in (tmp_path / "other" / "mlflow_queue.jsonl").read_text()
+    assert not client.search_runs([exp_id], filter_string=schema.search_filter_parent("other"))

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SWEEP_OPEN = "from sweeps.spec import check_tracking; check_tracking({uri!r}); print('opened')"
+SWEEP_OPEN = ("from trainables.sweep_tracking import SweepTracking; "
+              "SweepTracking({uri!r}, 'e', 's', 'alpha_search', '/nonexistent/s').probe(); print('opened')")
 
 
 def _python(code: str) -> subprocess.Popen:

@@ -30,10 +30,11 @@ def test_every_link_opens_the_model_training_view():
 
 
 def _open(uri, tmp_path, name="s", kind="alpha_search"):
-    from trainables.mlflow_parent_run import open_parent_run
+    """A driver's SweepTracking with its parent run open: (tracking, (experiment id, parent run id))."""
+    from trainables.sweep_tracking import SweepTracking
 
-    return open_parent_run(uri, experiment="e", sweep_name=name, sweep_kind=kind, sweep_path=str(tmp_path / name),
-                           metric="val/rouge_l", params={}, tags={}, spec={}, total_trials=3)
+    tracking = SweepTracking(uri, "e", name, kind, str(tmp_path / name))
+    return tracking, tracking.open_parent_run(metric="val/rouge_l", params={}, tags={}, spec={}, total_trials=3)
 
 
 ROWS = [
@@ -50,12 +51,11 @@ COUNTS = {"total": 3, "finished": 2, "failed": 0, "killed": 1, "planned": 4, "st
 
 def test_the_experiment_says_how_runs_are_organised_and_the_parent_holds_the_results(tmp_path):
     from trainables.mlflow_notes import EXPERIMENT_NOTE_TITLE
-    from trainables.mlflow_parent_run import close_parent_run
     from trainables.mlflow_store import open_tracking_store
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = open_tracking_store(uri)
-    experiment_id, parent_id = _open(uri, tmp_path)
+    tracking, (experiment_id, parent_id) = _open(uri, tmp_path)
     note = client.get_experiment(experiment_id).tags[schema.MLFLOW_NOTE]
     assert note.startswith(EXPERIMENT_NOTE_TITLE)
     for text in ("One parent run per sweep", "One child run per trial", schema.TAG_SWEEP_NAME, schema.TAG_VARIANT,
@@ -64,10 +64,9 @@ def test_the_experiment_says_how_runs_are_organised_and_the_parent_holds_the_res
     running = client.get_run(parent_id).data.tags[schema.MLFLOW_NOTE]
     assert "`s`" in running and "3 trials" in running and "appears here when it ends" in running
 
-    close_parent_run(uri, parent_id, sweep_path=str(tmp_path / "s"), sweep_name="s", status="KILLED", counts=COUNTS,
-                     rows=ROWS, best={"trial_id": "t1", "run_id": "r1", "metrics": {"val/rouge_l": 55.5}},
-                     metric="val/rouge_l", sweep_kind="alpha_search",
-                     columns={"model.alpha": "alpha", "train.lr_decoder": "lr_dec"})
+    tracking.close_parent_run(status="KILLED", counts=COUNTS, rows=ROWS,
+                              best={"trial_id": "t1", "run_id": "r1", "metrics": {"val/rouge_l": 55.5}},
+                              metric="val/rouge_l", columns={"model.alpha": "alpha", "train.lr_decoder": "lr_dec"})
     parent = client.get_run(parent_id)
     assert parent.info.status == "KILLED"
     note = parent.data.tags[schema.MLFLOW_NOTE]
@@ -86,7 +85,7 @@ def test_the_experiment_says_how_runs_are_organised_and_the_parent_holds_the_res
 
     # a resumed sweep is running again; an experiment description someone wrote stays
     client.set_experiment_tag(experiment_id, schema.MLFLOW_NOTE, "my own notes")
-    assert _open(uri, tmp_path) == (experiment_id, parent_id)
+    assert _open(uri, tmp_path)[1] == (experiment_id, parent_id)
     assert "appears here when it ends" in client.get_run(parent_id).data.tags[schema.MLFLOW_NOTE]
     assert client.get_experiment(experiment_id).tags[schema.MLFLOW_NOTE] == "my own notes"
 
@@ -107,8 +106,8 @@ def test_mlflow_ui_prints_the_link_of_each_recent_sweep(tmp_path, monkeypatch, c
     from trainables.mlflow_store import open_tracking_store
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    experiment_id, older = _open(uri, tmp_path, "older")
-    _, newer = _open(uri, tmp_path, "newer", kind="ablations")
+    _, (experiment_id, older) = _open(uri, tmp_path, "older")
+    _, (_, newer) = _open(uri, tmp_path, "newer", kind="ablations")
     client = open_tracking_store(uri)
     client.set_tag(older, schema.TAG_TRIALS_TOTAL, "8")
     client.set_tag(older, schema.TAG_TRIALS_FINISHED, "8")

@@ -205,8 +205,8 @@ def test_concurrent_openers_of_a_new_store(tmp_path):
     # Two sweeps started at once on a new mlflow.db: MLflow creates the tables in each
     # process without a lock, and without ours all but one of them failed.
     db = tmp_path / "new.db"
-    code = ("import sys; from sweeps.spec import check_tracking; "
-            f"check_tracking('sqlite:///{db}'); print('opened')")
+    code = ("import sys; from trainables.sweep_tracking import SweepTracking; "
+            f"SweepTracking('sqlite:///{db}', 'e', 's', 'alpha_search', '/nonexistent/s').probe(); print('opened')")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for _ in range(4)]

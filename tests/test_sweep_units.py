@@ -467,19 +467,17 @@ def _evaluation(step, value, session="w1", start=0, best=True, checkpoint=None, 
 @pytest.fixture()
 def store(tmp_path):
     from trainables.mlflow_store import open_tracking_store
-    from trainables.mlflow_parent_run import open_parent_run
     from trainables.mlflow_writer import MlflowTrialWriter
+    from trainables.sweep_tracking import SweepTracking
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     grid = Grid(variants={"full": VARIANTS[FULL], "baseline": VARIANTS[BASELINE]}, seeds=[0, 1])
-    exp_id, parent_id = open_parent_run(
-        uri, experiment="e", sweep_name="s", sweep_kind="ablations", sweep_path=str(tmp_path / "sweep"),
+    tracking = SweepTracking(uri, "e", "s", "ablations", str(tmp_path / "sweep"))
+    _, parent_id = tracking.open_parent_run(
         metric="val/rouge_l", params={"sweep.kind": "ablations"}, tags=grid.parent_tags(), spec={"name": "s"},
     )
-    writer = MlflowTrialWriter(uri, exp_id, parent_id, sweep_name="s", sweep_kind="ablations",
-                               sweep_path=str(tmp_path / "sweep"), storage_path=str(tmp_path),
-                               metric="val/rouge_l", trial_tags=grid.trial_tags)
-    return uri, open_tracking_store(uri), writer, parent_id
+    writer = MlflowTrialWriter(tracking, storage_path=str(tmp_path), metric="val/rouge_l", trial_tags=grid.trial_tags)
+    return tracking, open_tracking_store(uri), writer, parent_id
 
 
 def _steps(client, run_id, key):
@@ -489,9 +487,9 @@ def _steps(client, run_id, key):
 def test_mlflow_writer_records_fake_trials(store, tmp_path):
     from trainables import mlflow_store
     from trainables import report_protocol as rp
-    from trainables.mlflow_parent_run import close_parent_run
+    from trainables.mlflow_queue import QUEUE_ARTIFACTS, QUEUE_FILE
 
-    uri, client, writer, parent_id = store
+    tracking, client, writer, parent_id = store
     final_dir = tmp_path / "final"
     (final_dir / "predictions").mkdir(parents=True)
     (final_dir / "predictions" / "test.csv").write_text("painting_id,dominant_emotion\np1,awe\n")
@@ -544,6 +542,7 @@ def test_mlflow_writer_records_fake_trials(store, tmp_path):
     # --resume: Tune restores the writer from its pickle; the interrupted trial continues its
     # own run from its step-4 checkpoint, re-sending what it reported before it.
     resumed = pickle.loads(pickle.dumps(writer))
+    assert resumed.tracking is tracking  # the driver's: one client, one write queue
     resumed.on_trial_start(0, [open_], open_)
     report = _evaluation(8, 7.0, session="w2", start=4, replay=[rp.stored_record(_evaluation(4, 5.0))])
     resumed.on_trial_result(0, [open_], open_, report)
@@ -558,28 +557,31 @@ def test_mlflow_writer_records_fake_trials(store, tmp_path):
         "2", "2", "4")
     assert run.info.status == "KILLED" and tags[schema.TAG_END_REASON] == schema.END_PRUNED  # no final report
 
-    close_parent_run(uri, parent_id, sweep_path=str(tmp_path / "sweep"), sweep_name="s", status="FINISHED",
-                     counts={"total": 3, "finished": 1, "failed": 1, "killed": 1},
-                     rows=[{"trial_id": "t0", "test/acc": 55.0}, {"trial_id": "t1", "status": "FAILED"}],
-                     best={"trial_id": "t0", "run_id": by_id["t0"].info.run_id, "metrics": {"val/rouge_l": 20.0}})
+    tracking.close_parent_run(status="FINISHED", counts={"total": 3, "finished": 1, "failed": 1, "killed": 1},
+                              rows=[{"trial_id": "t0", "test/acc": 55.0}, {"trial_id": "t1", "status": "FAILED"}],
+                              best={"trial_id": "t0", "run_id": by_id["t0"].info.run_id,
+                                    "metrics": {"val/rouge_l": 20.0}})
     parent = client.get_run(parent_id)
     assert parent.info.status == "FINISHED" and parent.data.tags[schema.TAG_TRIALS_FAILED] == "1"
     assert parent.data.metrics[schema.PARENT_BEST_METRIC_PREFIX + "val/rouge_l"] == 20.0
     assert json.loads(parent.data.tags[schema.TAG_GRID])["seeds"] == [0, 1]
     csv = Path(client.download_artifacts(parent_id, schema.ARTIFACT_SWEEP_RESULTS)).read_text().splitlines()
     assert csv == ["trial_id,test/acc,status", "t0,55.0,", "t1,,FAILED"]
-    assert not (tmp_path / "sweep" / "mlflow_unwritten.jsonl").exists()
+    # every write went through the queue, and it is empty: no other file of unwritten writes
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == sorted([QUEUE_FILE, QUEUE_ARTIFACTS])
+    assert (tmp_path / "sweep" / QUEUE_FILE).read_text() == ""
 
 
 def test_a_resumed_sweep_continues_its_parent_run(tmp_path):
     from trainables.mlflow_store import open_tracking_store
-    from trainables.mlflow_parent_run import open_parent_run
+    from trainables.sweep_tracking import SweepTracking
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    kwargs = dict(experiment="e", sweep_name="s", sweep_kind="alpha_search", sweep_path=str(tmp_path),
-                  metric="val/bleu4", params={"sweep.num_trials": 8}, tags={}, spec={})
-    first = open_parent_run(uri, **kwargs)
-    again = open_parent_run(uri, **{**kwargs, "params": {"sweep.num_trials": 9}})
+    kwargs = dict(metric="val/bleu4", params={"sweep.num_trials": 8}, tags={}, spec={})
+    first = SweepTracking(uri, "e", "s", "alpha_search", str(tmp_path)).open_parent_run(**kwargs)
+    # a later driver (--resume)
+    again = SweepTracking(uri, "e", "s", "alpha_search", str(tmp_path)).open_parent_run(
+        **{**kwargs, "params": {"sweep.num_trials": 9}})
     assert again == first
     parent = open_tracking_store(uri).get_run(first[1])
     assert parent.data.tags[schema.TAG_RESUME_COUNT] == "1" and parent.data.params["sweep.num_trials"] == "8"

@@ -2,7 +2,7 @@
 the experiment's says how its runs are organised, a sweep's parent run's holds the sweep's
 results table, so that the answer is on the first page the printed link opens.
 
-Plain text builders: no MLflow import; ``trainables.mlflow_parent_run`` writes them.
+Plain text builders: no MLflow import; ``trainables.sweep_tracking`` writes them.
 """
 
 from __future__ import annotations

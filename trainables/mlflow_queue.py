@@ -1,11 +1,12 @@
 """The sweep driver's MLflow writes, queued on disk so that a tracking server that is down
 or slow never stalls the sweep and nothing is lost.
 
-Every write of a trial run (create, status, metrics/params/tags, artifacts) is appended
-to a journal file (JSON lines) and then sent in order by :meth:`WriteQueue.drain`, which
-the driver calls from its Tune hooks: one short attempt per call (a few seconds of
-timeout, no urllib3 retries), and after a failure none until a back-off has passed (up
-to ``backoff_max_s``), so the Tune event loop goes on while the server is away. When it
+Every write of the driver (``trainables.sweep_tracking``: the parent run and the trial
+runs; create, status, metrics/params/tags, artifacts) is appended to a journal file (JSON
+lines) and then sent in order by :meth:`WriteQueue.drain`, which the driver calls from
+its Tune hooks: one short attempt per call (a few seconds of timeout, no urllib3
+retries), and after a failure none until a back-off has passed (up to
+``backoff_max_s``), so the Tune event loop goes on while the server is away. When it
 is back, everything queued is written in order. What is left when the sweep ends stays in
 the journal and ``--resume`` writes it first.
 
@@ -30,7 +31,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from trainables.mlflow_store import error_line, http_limits, open_tracking_store
+from trainables.mlflow_store import MAX_PARAMS_PER_BATCH, error_line, http_limits, param_text
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,16 @@ class WriteQueue:
         tags = [[k, str(v)] for k, v in (tags or {}).items()]
         if metrics or params or tags:
             self._put({"op": "log_batch", "run": run, "metrics": metrics, "params": params, "tags": tags})
+
+    def log_new_params(self, run: str, params: dict[str, Any], logged: set[str]) -> None:
+        """Queue the params whose keys are not in ``logged`` (the keys the run has or has
+        queued: MLflow refuses to change a param's value), in batches; adds their keys to it."""
+        from mlflow.entities import Param
+
+        new = [Param(k, param_text(v)) for k, v in sorted(params.items()) if k not in logged]
+        for i in range(0, len(new), MAX_PARAMS_PER_BATCH):
+            self.log_batch(run, params=new[i:i + MAX_PARAMS_PER_BATCH])
+        logged.update(p.key for p in new)
 
     def set_status(self, run: str, status: str, terminated: bool = False) -> None:
         self._put({"op": "set_terminated" if terminated else "update_run", "run": run, "status": status})
@@ -234,22 +245,3 @@ def queue_path(sweep_path: str, sweep_name: str) -> Path:
         return Path(tempfile.gettempdir()) / f"sevlm-{sweep_name}-{QUEUE_FILE}"
     return Path(sweep_path) / QUEUE_FILE
 
-
-def sweep_queue(tracking_uri: str, sweep_path: str, sweep_name: str) -> WriteQueue:
-    """The sweep's write queue, with what earlier drivers left in it. The client is made
-    without touching the store, so a server that is away costs nothing here."""
-    from mlflow import MlflowClient
-
-    client = open_tracking_store(tracking_uri) if tracking_uri.startswith("sqlite:") else MlflowClient(tracking_uri)
-    return WriteQueue(client, queue_path(sweep_path, sweep_name))
-
-
-def replay_queued_writes(tracking_uri: str, sweep_path: str, sweep_name: str, budget_s: float = 120.0) -> int:
-    """Write what an earlier driver of the sweep left queued (``--resume``, before Tune
-    starts); returns how many writes are still waiting (the new driver keeps trying)."""
-    path = queue_path(sweep_path, sweep_name)
-    if not path.exists() or not path.stat().st_size:
-        return 0
-    queue = sweep_queue(tracking_uri, sweep_path, sweep_name)
-    queue.drain(budget_s)
-    return len(queue)

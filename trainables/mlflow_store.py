@@ -1,7 +1,8 @@
 """The MLflow tracking store of the sweeps, without Ray: where it is, how to open it, how to
-write to it without losing anything, and how to read a sweep's runs back.
+retry its calls, and how to read a sweep's runs back.
 
-Used by the sweep driver's MLflow writer, the sweep tests, the benchmarks and ``analysis/``.
+Used by the sweep driver (``trainables.sweep_tracking``: its writes go through the write
+queue of ``trainables.mlflow_queue``), the sweep tests, the benchmarks and ``analysis/``.
 Names of tags, params, metrics and artifacts are in ``trainables.tracking_schema``.
 """
 
@@ -26,7 +27,6 @@ log = logging.getLogger(__name__)
 ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
 DEFAULT_DB_FILE = "mlflow.db"
 MAX_PARAMS_PER_BATCH = 100
-MAX_METRICS_PER_BATCH = 1000
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 
 # ------------------------------------------------------------------------ where it is
@@ -190,16 +190,6 @@ def http_limits(timeout_s: int, max_retries: int):
                 os.environ[key] = value
 
 
-def probe_tracking_store(uri: str) -> None:
-    """Open the store once, quickly (a dead server fails in seconds, not minutes).
-    Raises RuntimeError with the store's first line of complaint."""
-    try:
-        with http_limits(timeout_s=10, max_retries=1):
-            open_tracking_store(uri)
-    except Exception as exc:  # noqa: BLE001
-        raise RuntimeError(error_line(exc, 300)) from None
-
-
 def error_line(exc: BaseException, limit: int = 200) -> str:
     """The first line of an error, for a one-line log message."""
     text = str(exc).strip()
@@ -297,81 +287,3 @@ def param_text(value: Any) -> str:
         text = str(value)
     return text[:MAX_PARAM_LENGTH]
 
-
-class RunWriter:
-    """Batched writes to MLflow runs that are never lost: a write that fails even after its
-    retries is kept and tried again before the next one, and whatever is still unwritten
-    at the end is saved to ``fallback_file`` (JSON lines) instead of vanishing."""
-
-    def __init__(self, client, fallback_file: str | os.PathLike):
-        self.client = client
-        self.fallback_file = Path(fallback_file)
-        self._pending: list[tuple[str, list, list, list]] = []
-
-    def write(self, run_id: str, metrics=(), params=(), tags: dict[str, str] | None = None) -> None:
-        from mlflow.entities import RunTag
-
-        tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
-        metrics, params = list(metrics), list(params)
-        if not (metrics or params or tag_list):
-            return
-        self.flush()
-        for i in range(0, max(len(metrics), 1), MAX_METRICS_PER_BATCH):
-            batch = (run_id, metrics[i:i + MAX_METRICS_PER_BATCH], params if i == 0 else [],
-                     tag_list if i == 0 else [])
-            try:
-                self._log_batch(batch)
-            except Exception:  # noqa: BLE001
-                log.exception("MLflow write failed; it is kept and retried later")
-                self._pending.append(batch)
-
-    def write_params(self, run_id: str, params: dict[str, Any]) -> None:
-        """Params the run does not have yet (MLflow refuses to change a param's value)."""
-        from mlflow.entities import Param
-
-        existing = with_retry(self.client.get_run, run_id).data.params
-        new = [Param(k, param_text(v)) for k, v in sorted(params.items()) if k not in existing]
-        for i in range(0, len(new), MAX_PARAMS_PER_BATCH):
-            self.write(run_id, params=new[i:i + MAX_PARAMS_PER_BATCH])
-
-    def write_json(self, run_id: str, artifact: str, data: Any) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / Path(artifact).name
-            path.write_text(json.dumps(data, indent=2, default=str))
-            parent = str(Path(artifact).parent)
-            with_retry(self.client.log_artifact, run_id, str(path), None if parent == "." else parent)
-
-    def terminate(self, run_id: str, status: str) -> None:
-        self.flush()
-        with_retry(self.client.set_terminated, run_id, status=status)
-
-    def flush(self, final: bool = False) -> None:
-        pending, self._pending = self._pending, []
-        for batch in pending:
-            try:
-                self._log_batch(batch, attempts=12 if final else 8)
-            except Exception:  # noqa: BLE001
-                self._pending.append(batch)
-        if final and self._pending:
-            self._save_pending()
-
-    def _log_batch(self, batch, attempts: int = 8) -> None:
-        run_id, metrics, params, tags = batch
-        with_retry(self.client.log_batch, run_id, metrics=metrics, params=params, tags=tags,
-                   attempts=attempts)
-
-    def _save_pending(self) -> None:
-        try:
-            self.fallback_file.parent.mkdir(parents=True, exist_ok=True)
-            with self.fallback_file.open("a") as f:
-                for run_id, metrics, params, tags in self._pending:
-                    f.write(json.dumps({
-                        "run_id": run_id,
-                        "metrics": [[m.key, m.value, m.timestamp, m.step] for m in metrics],
-                        "params": [[p.key, p.value] for p in params],
-                        "tags": [[t.key, t.value] for t in tags],
-                    }) + "\n")
-            log.error("%d MLflow writes failed; saved to %s", len(self._pending), self.fallback_file)
-            self._pending = []
-        except OSError:
-            log.exception("could not save unwritten MLflow data")

@@ -2,17 +2,20 @@
 
 :class:`MlflowTrialWriter` is a ``ray.tune.Callback``. It receives every result the
 training workers report (through Ray Train's ``TuneReportCallback``) in the driver's event
-loop, one at a time, and turns it into MLflow writes, which go through a write queue kept
-on disk (``trainables.mlflow_queue``): a tracking server that is down or slow does not
-stall the sweep, and what it missed is written when it is back (or by ``--resume``). No
-worker opens the tracking store, so a local SQLite file never sees two writers (a busy
-database is retried like an absent server). It writes and computes nothing
-else: the sweep's outcome comes from ``tuner.fit()``'s result, and the driver records it in
-the parent run (``trainables.mlflow_parent_run``).
+loop, one at a time, and turns it into MLflow writes, which go through the sweep's write
+queue kept on disk (``trainables.mlflow_queue``), the one the driver's
+:class:`~trainables.sweep_tracking.SweepTracking` owns with its MLflow client: a tracking
+server that is down or slow does not stall the sweep, and what it missed is written when
+it is back (or by ``--resume``). No worker opens the tracking store, so a local SQLite file
+never sees two writers (a busy database is retried like an absent server). It writes and
+computes nothing else: the sweep's outcome comes from ``tuner.fit()``'s result, and the
+driver records it in the parent run (``SweepTracking.close_parent_run``), through the same
+queue.
 
 Mapping of what happens to what MLflow shows (names in ``trainables.tracking_schema``):
 
-* sweep started -> parent run (``trainables.mlflow_parent_run``; continued when resumed);
+* sweep started -> parent run (``SweepTracking.open_parent_run``, before Tune starts;
+  continued when resumed);
 * trial started -> nested child run named ``trial_run_name(sweep, trial_id)``, tagged by
   the sweep's strategy (variant and seed, or whether it is the paper's configuration); a
   trial restarted by Tune (trial failure, ``--resume``) finds that run by its tags and
@@ -39,10 +42,11 @@ from typing import Any
 from ray.tune import Callback
 
 from trainables import tracking_schema as schema
-from trainables.mlflow_queue import END_DRAIN_S, QUEUE_ARTIFACTS, WriteQueue, queue_path, quick_http
-from trainables.mlflow_store import MAX_PARAMS_PER_BATCH, open_tracking_store, param_text, timed_metric
+from trainables.mlflow_queue import END_DRAIN_S, QUEUE_ARTIFACTS, WriteQueue, quick_http
+from trainables.mlflow_store import timed_metric
 from trainables.node_checks import error_summary
 from trainables.report_protocol import FINAL_MARKER, REPORTS_FILE, TrialReport
+from trainables.sweep_tracking import SweepTracking
 
 log = logging.getLogger(__name__)
 
@@ -65,41 +69,33 @@ class _TrialRun:
 
 
 class MlflowTrialWriter(Callback):
-    """Writes every trial of one sweep to MLflow (see the module docstring)."""
+    """Writes every trial of one sweep to MLflow (see the module docstring), with the
+    client and the write queue of ``tracking``, whose parent run is open."""
 
     def __init__(
         self,
-        tracking_uri: str,
-        experiment_id: str,
-        parent_run_id: str,
+        tracking: SweepTracking,
         *,
-        sweep_name: str,
-        sweep_kind: str,
-        sweep_path: str,
         storage_path: str,
         metric: str,
         trial_tags: Callable[[dict[str, Any]], dict[str, str]],
     ):
-        self.tracking_uri = tracking_uri
-        self.experiment_id = experiment_id
-        self.parent_run_id = parent_run_id
-        self.sweep_name = sweep_name
-        self.sweep_kind = sweep_kind
-        self.sweep_path = sweep_path
+        if tracking.parent_run_id is None:
+            raise ValueError("the trial writer needs the sweep's parent run: call open_parent_run first")
+        self.tracking = tracking
         self.storage_path = storage_path
         self.metric = metric
         self.trial_tags = trial_tags
         self._reset()
 
-    # Tune pickles callbacks into its experiment state (for --resume): only the settings.
+    # Tune pickles callbacks into its experiment state (for --resume): only the settings
+    # (the SweepTracking's are its own; unpickled, it is the driver's, already open).
     def _reset(self) -> None:
-        self._client = None
-        self._queue: WriteQueue | None = None
         self._runs: dict[str, _TrialRun] = {}
         self._trial_index: dict[str, int] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_client", "_queue", "_runs", "_trial_index")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_runs", "_trial_index")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -107,16 +103,16 @@ class MlflowTrialWriter(Callback):
 
     @property
     def client(self):
-        if self._client is None:
-            self._client = open_tracking_store(self.tracking_uri)
-        return self._client
+        return self.tracking.client
 
     @property
     def queue(self) -> WriteQueue:
-        """Every write of a trial run goes through it (trainables.mlflow_queue)."""
-        if self._queue is None:
-            self._queue = WriteQueue(self.client, queue_path(self.sweep_path, self.sweep_name))
-        return self._queue
+        """Every write of a trial run goes through it (the sweep's one write queue)."""
+        return self.tracking.queue
+
+    @property
+    def sweep_name(self) -> str:
+        return self.tracking.sweep_name
 
     # ---- Tune hooks
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
@@ -144,11 +140,14 @@ class MlflowTrialWriter(Callback):
     def on_step_end(self, iteration, trials, **info) -> None:
         # Tune's event loop turns about once a second: a server that came back gets what
         # is queued even while no trial reports (drain backs off while it is away).
-        if self._queue is not None and len(self._queue):
-            self._guard(self._queue.drain)
+        self._guard(self._drain_queued)
 
     def on_experiment_end(self, trials, **info) -> None:
         self._guard(self._experiment_ended)
+
+    def _drain_queued(self) -> None:
+        if len(self.queue):
+            self.queue.drain()
 
     def _guard(self, fn, *args, **kwargs) -> None:
         # A tracking problem must not kill the sweep; what could not be written waits in
@@ -180,24 +179,24 @@ class MlflowTrialWriter(Callback):
         if state is None:
             name = schema.trial_run_name(self.sweep_name, trial.trial_id)
             tags = {
-                schema.MLFLOW_PARENT_RUN_ID: self.parent_run_id,
+                schema.MLFLOW_PARENT_RUN_ID: self.tracking.parent_run_id,
                 schema.TAG_SCHEMA_VERSION: schema.SCHEMA_VERSION,
                 schema.TAG_ROLE: schema.ROLE_TRIAL,
                 schema.TAG_SWEEP_NAME: self.sweep_name,
-                schema.TAG_SWEEP_KIND: self.sweep_kind,
+                schema.TAG_SWEEP_KIND: self.tracking.sweep_kind,
                 schema.TAG_TRIAL_ID: trial.trial_id,
                 schema.TAG_TRIAL_NAME: name,
                 schema.TAG_TRIAL_INDEX: str(self._index(trial)),
                 schema.TAG_METRIC: self.metric,
                 **self.trial_tags(dict(trial.config)),
             }
-            ref = self.queue.create_run(trial.trial_id, self.experiment_id, tags, name, search)
+            ref = self.queue.create_run(trial.trial_id, self.tracking.experiment_id, tags, name, search)
             state = _TrialRun(run_id=ref)
         self._runs[trial.trial_id] = state
         return state
 
     def _found_run(self, search: str) -> _TrialRun | None:
-        found = self.client.search_runs([self.experiment_id], filter_string=search, max_results=5)
+        found = self.client.search_runs([self.tracking.experiment_id], filter_string=search, max_results=5)
         if not found:
             return None
         run = found[0]
@@ -224,20 +223,11 @@ class MlflowTrialWriter(Callback):
         self.queue.set_status(state.run_id, schema.STATUS_RUNNING)
         self.queue.log_batch(state.run_id, tags={schema.TAG_TRIAL_STARTS: str(state.starts)})
 
-    def _write_params(self, state: _TrialRun, params: dict[str, Any]) -> None:
-        """Params the run does not have yet (MLflow refuses to change a param's value)."""
-        from mlflow.entities import Param
-
-        new = [Param(k, param_text(v)) for k, v in sorted(params.items()) if k not in state.params]
-        for i in range(0, len(new), MAX_PARAMS_PER_BATCH):
-            self.queue.log_batch(state.run_id, params=new[i:i + MAX_PARAMS_PER_BATCH])
-        state.params.update(p.key for p in new)
-
     def _trial_result(self, trial, result: dict[str, Any]) -> None:
         report = TrialReport.from_result(result)
         state = self._run(trial)
         if report.config:
-            self._write_params(state, report.config)
+            self.queue.log_new_params(state.run_id, report.config, state.params)
         metrics: list = []
         tags: dict[str, str] = {}
         session = report.session
