@@ -166,7 +166,8 @@ def build_spec(
         except (ValueError, TypeError) as exc:
             raise SweepError(f"the sweep gives an invalid configuration {point}: {exc}") from None
 
-    try:
+    try:  # resolved once, here (a relative SQLite path against this folder): from the spec on,
+        # every writer and reader, and --resume, take it as saved
         tracking_uri = mlflow_store.resolve_tracking_uri(args.tracking_uri, cwd)
     except ValueError as exc:
         raise SweepError(str(exc)) from None
@@ -209,6 +210,9 @@ def resume_spec(args: argparse.Namespace, *, kind: str, defining: tuple[str, ...
     if not (Path(experiment_dir) / SPEC_FILE).is_file():
         raise SweepError(f"--resume: no sweep {Path(experiment_dir).name!r} in {storage}")
     spec = SweepSpec.load(experiment_dir)
+    if "base" not in spec.settings:  # saved before the configuration was composed once
+        raise SweepError(f"--resume: {experiment_dir} was saved by an older version of sevlm-sweeps, whose "
+                         "trial settings this one cannot read; start the sweep again under another --name")
     explicit = [f for f in defining if getattr(args, f, None) is not None]
     if explicit:
         raise SweepError("--resume continues a sweep with its saved settings; drop "

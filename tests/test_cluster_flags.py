@@ -34,11 +34,12 @@ def test_address_without_storage_is_refused(module, extra, capsys, tmp_path):
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray_results").exists()
 
 
-def _fake_sweep(storage, name: str, kind: str) -> None:
+def _fake_sweep(storage, name: str, kind: str, settings: dict | None = None) -> None:
     folder = storage / name
     folder.mkdir(parents=True)
     spec = dict(kind=kind, name=name, storage_path=str(storage), experiment_dir=str(folder), tracking_uri="",
-                experiment="", preset="tiny", overrides={}, metric="", strategy={}, settings={},
+                experiment="", preset="tiny", overrides={}, metric="", strategy={},
+                settings={"base": {}} if settings is None else settings,
                 concurrency=0, trial_retries=0)
     (folder / SPEC_FILE).write_text(json.dumps(spec))
 
@@ -62,3 +63,9 @@ def test_resume_without_name_takes_the_only_sweep_of_its_kind(capsys, tmp_path):
     assert _main("ablations", ["--resume"]) == 2
     err = capsys.readouterr().err
     assert "holds no Ray Tune state" in err and "ablations-1" in err, err
+
+
+def test_resume_of_a_sweep_saved_by_an_older_version_says_so(capsys, tmp_path):
+    _fake_sweep(tmp_path / "ray_results", "ablations-1", "ablations", settings={"preset": "tiny", "overrides": {}})
+    assert _main("ablations", ["--resume"]) == 2
+    assert "saved by an older version of sevlm-sweeps" in capsys.readouterr().err
