@@ -364,18 +364,20 @@ def set_items(items: list[str] | None, flag: str = "--set", form: str = "KEY=VAL
     return layer
 
 
+def did_you_mean(key: str, known) -> str:
+    """`` (did you mean model.alpha?)`` with the known keys nearest to ``key``, or ``""``."""
+    near = difflib.get_close_matches(key, list(known), n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(near)}?)" if near else ""
+
+
 def parse_overrides(known: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """The one parser: ``overrides`` (dotted key -> text or value) as typed values of the
     keys of ``known`` (a flattened configuration), range-checked. An unknown key suggests
     the nearest known ones."""
     unknown = sorted(set(overrides) - set(known))
     if unknown:
-        hints = []
-        for key in unknown:
-            near = difflib.get_close_matches(key, list(known), n=3, cutoff=0.6)
-            hints.append(f"{key!r}" + (f" (did you mean {' or '.join(near)}?)" if near else ""))
-        raise ValueError(f"unknown configuration key {', '.join(hints)}; --print-config of "
-                         "python -m sevlm.train lists every key")
+        hints = ", ".join(f"{key!r}{did_you_mean(key, known)}" for key in unknown)
+        raise ValueError(f"unknown configuration key {hints}; --print-config of python -m sevlm.train lists every key")
     values = {k: _coerce(v, known[k], k) for k, v in overrides.items()}
     for key, value in values.items():
         check_range(key, value)
@@ -425,7 +427,7 @@ def to_flat_dict_from_nested(nested: dict[str, Any], prefix: str = "") -> dict[s
 __all__ = [
     "DATASET_PATHS", "DATASETS", "DECODER_INITS", "MAYBE_PATH_KEYS", "PATH_KEYS", "PRESETS", "RANGES", "DataConfig", "DecoderConfig",
     "EvalConfig", "ExperimentConfig", "ImageEncoderConfig", "ModelConfig", "PretrainConfig", "TrainConfig",
-    "VADConfig", "absolute_paths", "apply_overrides", "check_range", "compose", "derived_settings", "from_flat_dict",
+    "VADConfig", "absolute_paths", "apply_overrides", "check_range", "compose", "derived_settings", "did_you_mean", "from_flat_dict",
     "from_json", "input_paths", "missing_dataset_paths", "paper", "parse_overrides", "preset", "set_items", "tiny",
     "to_flat_dict", "to_json", "validate",
 ]

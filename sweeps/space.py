@@ -134,9 +134,9 @@ def check_space(space: dict[str, ParamSpec], base_flat: dict[str, Any]) -> None:
         raise SweepError("the search space is empty (every parameter is 'off')")
     for key, spec in space.items():
         if key not in base_flat:
-            close = [k for k in base_flat if k.split(".")[-1] == key.split(".")[-1]]
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise SweepError(f"unknown parameter {key!r} in the search space{hint}")
+            from sevlm.config import did_you_mean
+
+            raise SweepError(f"unknown parameter {key!r} in the search space{did_you_mean(key, base_flat)}")
         current = base_flat[key]
         numbers = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in spec.choices)
         if isinstance(current, bool):
