@@ -160,3 +160,19 @@ def test_a_resumed_sweep_continues_its_parent_run(tmp_path):
     assert again == first
     parent = open_tracking_store(uri).get_run(first[1])
     assert parent.data.tags[schema.TAG_RESUME_COUNT] == "1" and parent.data.params["sweep.num_trials"] == "8"
+
+
+def test_a_sweeps_params_read_the_same_fresh_and_resumed(sweep_in_tmp):
+    """A composed configuration holds tuples, its saved spec lists: a param's text is the same."""
+    from sweeps import ablations
+    from sweeps.spec import SweepSpec, build_spec
+    from trainables.mlflow_store import param_text
+
+    sweep = ablations.SWEEP
+    spec = build_spec(sweep.parser().parse_args(["--quick"]), kind=sweep.kind, strategy_flags=sweep.strategy,
+                      default_overrides=sweep.default_overrides, default_metric=sweep.default_metric,
+                      cwd=sweep_in_tmp)
+    spec.save()
+    fresh, saved = spec.parent_params(), SweepSpec.load(spec.experiment_dir).parent_params()
+    assert {k: param_text(v) for k, v in fresh.items()} == {k: param_text(v) for k, v in saved.items()}
+    assert param_text(fresh["sweep.set.data.split_fractions"]) == "[0.55, 0.1, 0.35]"

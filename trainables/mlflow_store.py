@@ -279,9 +279,11 @@ def timed_metric(key: str, value: float, step: int):
 
 
 def param_text(value: Any) -> str:
+    """A param's text; sequences as JSON, so that a tuple (a composed configuration's) and
+    the list it becomes in a saved spec or a worker's report read the same."""
     if isinstance(value, str):
         text = value
-    elif isinstance(value, (list, dict)):
+    elif isinstance(value, (list, tuple, dict)):
         text = json.dumps(value, default=str)
     else:
         text = str(value)
