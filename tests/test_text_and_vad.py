@@ -165,11 +165,13 @@ def _fresh_interpreter(code: str, timeout: int) -> None:
 
 
 def test_the_names_and_the_config_import_without_torch_or_ray():
-    """The MLflow schema, sevlm's names and config, and the analysis package are plain: a
-    fresh interpreter that imports them has imported neither torch nor Ray."""
+    """The MLflow schema, sevlm's names and config, what every trial shares and the worker's
+    report protocol, and the analysis package are plain: a fresh interpreter that imports
+    them has imported neither torch nor Ray."""
     _fresh_interpreter(
         "import sys\n"
         "import sevlm, sevlm.config, sevlm.names, trainables.tracking_schema, analysis\n"
+        "import trainables.settings, trainables.report_protocol\n"
         "heavy = sorted(m for m in ('torch', 'torchvision', 'ray') if m in sys.modules)\n"
         "assert not heavy, heavy\n",
         timeout=120,
