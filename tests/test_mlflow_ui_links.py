@@ -17,10 +17,10 @@ from trainables import tracking_schema as schema
 MODEL_TRAINING = "?workflowType=machine_learning"
 
 
-def test_every_link_opens_the_model_training_view():
+def test_every_link_opens_the_model_training_view(tmp_path):
     from trainables.mlflow_store import ui_url
 
-    db = "sqlite:////tmp/x/mlflow.db"
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert ui_url(db, "3", "abc") == "http://127.0.0.1:5000/#/experiments/3/runs/abc" + MODEL_TRAINING
     assert ui_url(db, "3") == "http://127.0.0.1:5000/#/experiments/3" + MODEL_TRAINING
     assert ui_url("http://head:5000/", "3", "abc") == "http://head:5000/#/experiments/3/runs/abc" + MODEL_TRAINING

@@ -66,7 +66,7 @@ def test_tpe_puts_the_paper_point_first_and_sizes_its_sampler():
     assert tpe.trial_tags({"model.alpha": 2.0000000001, "model.neg_other_image": True}) == {
         schema.TAG_IS_PAPER_CONFIG: "true"}
     assert tpe.trial_tags({"model.alpha": 3.0, "model.neg_other_image": True})[schema.TAG_IS_PAPER_CONFIG] == "false"
-    point_overrides = TrialSettings("s", "/tmp", point_layers=tpe.point_layers()).point_overrides
+    point_overrides = TrialSettings("s", "storage", point_layers=tpe.point_layers()).point_overrides
     assert point_overrides({"model.alpha": 3.0}) == {"model.alpha": 3.0}
     assert tpe.probe_points()[0] == tpe.paper_point and len(tpe.probe_points()) == 3
     params = tpe.parent_params()
@@ -113,7 +113,7 @@ def test_grid_is_every_variant_at_every_seed():
     assert list(grid.variants) == list(VARIANTS) and grid.seeds == [0, 1, 2]
     assert grid.total_trials() == 36 == grid.num_samples() == len(grid.points())
     config = {Grid.VARIANT_KEY: "no_vad_head", Grid.SEED_KEY: 2}
-    point_overrides = TrialSettings("s", "/tmp", point_layers=grid.point_layers()).point_overrides
+    point_overrides = TrialSettings("s", "storage", point_layers=grid.point_layers()).point_overrides
     assert point_overrides(config) == {**VARIANTS["no_vad_head"], "seed": 2}
     assert grid.trial_tags(config) == {schema.TAG_VARIANT: "no_vad_head", schema.TAG_SEED: "2"}
     assert strategy_from_dict(grid.to_dict()) == grid

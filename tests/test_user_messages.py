@@ -5,7 +5,6 @@ weights found before any training, on the command line and on a sweep's driver."
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -110,15 +109,16 @@ def test_cached_weights_offline_switch_to_offline_mode(monkeypatch):
     assert all(os.environ[name] == "1" for name in weights.OFFLINE_ENV)
 
 
-def test_a_sweep_driver_refuses_before_the_first_trial(no_hub):
+def test_a_sweep_driver_refuses_before_the_first_trial(no_hub, tmp_path):
     from sweeps import SweepError, alpha_search
     from sweeps.spec import build_spec
 
     def spec(preset):
-        args = alpha_search.SWEEP.parser().parse_args(["--preset", preset, "--storage", "/tmp/sevlm-refuses"])
+        args = alpha_search.SWEEP.parser().parse_args(["--preset", preset, "--storage", str(tmp_path / "runs"),
+                                                        "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
         return build_spec(args, kind="alpha_search", strategy_flags=alpha_search.SWEEP.strategy,
                           default_overrides=alpha_search.SWEEP.default_overrides,
-                          default_metric=alpha_search.SWEEP.default_metric, cwd=Path("/tmp"))
+                          default_metric=alpha_search.SWEEP.default_metric, cwd=tmp_path)
 
     with pytest.raises(SweepError, match="--image-pretrained"):
         spec("paper")
