@@ -99,26 +99,25 @@ def framework_only(work: Path, variants: list[str], seeds: int) -> None:
 
 
 def trial_configs(work: Path, variants: list[str], steps: int | None):
-    """The configurations the ablation sweep gives its trials (seed 0), in its order."""
-    from sweeps.ablation_benchmark import DEFAULT_OVERRIDES
-    from sweeps.spec import DEFAULT_METRIC
-    from sweeps.strategies import Grid
+    """The configurations the ablation sweep gives these trials (seed 0), in this order: the
+    sweep's own spec, built from its flags in ``work``, composed at each trial's point."""
     from sevlm.config import compose
-    from sevlm.variants import VARIANTS
+    from sweeps import ablations
+    from sweeps.spec import build_spec
 
-    overrides = {
-        **DEFAULT_OVERRIDES["tiny"],
-        # the sweep's defaults, resolved against its working directory
-        "data.synthetic_dir": str(work / "data" / "synthetic"),
-        "data.feature_cache_dir": str(work / ".cache" / "features"),
-    }
-    if steps is not None:
-        overrides["train.max_steps"] = steps
-    grid = Grid(variants={v: VARIANTS[v] for v in variants}, seeds=[0])
-    # the sweep's metric picks the tested checkpoint, so both ways test the same one
-    base = compose("tiny", {"train.monitor_metric": DEFAULT_METRIC["tiny"]}, overrides)
-    return [compose(base, grid.variants[v], {"seed": 0, "output_dir": str(work / "direct" / "direct" / "outputs" / v)})
-            for v in variants]
+    sweep = ablations.SWEEP
+    args = sweep.parser().parse_args(["--name", "direct", "--storage", str(work / "direct"), "--variants",
+                                      ",".join(variants), "--seeds", "1"] + steps_flags(steps))
+    spec = build_spec(args, kind=sweep.kind, strategy_flags=sweep.strategy, default_overrides=sweep.default_overrides,
+                      default_metric=sweep.default_metric, cwd=work)
+    settings = spec.trial_settings
+    configs = {point["ablation"]: compose(settings.base, settings.point_overrides(point),
+                                          settings.run_overrides(point["ablation"])) for point in spec.plan.points()}
+    return [configs[v] for v in variants]
+
+
+def steps_flags(steps: int | None) -> list[str]:
+    return [] if steps is None else ["--set", f"train.max_steps={steps}"]
 
 
 def run_direct(cfg, work: Path) -> dict:
@@ -142,8 +141,7 @@ def run_sweep(work: Path, name: str, variants: list[str], steps: int | None, see
 
     cmd = [sys.executable, str(REPO / "sweeps" / "ablations.py"), "--name", name, "--variants", ",".join(variants),
            "--seeds", str(seeds), "--concurrency", "1", "--cpus-per-trial", "1", "--progress-interval", "600"]
-    if steps is not None:
-        cmd += ["--set", f"train.max_steps={steps}"]
+    cmd += steps_flags(steps)
     env = {k: v for k, v in (env or os.environ).items() if k != "MLFLOW_TRACKING_URI"}
     start = time.perf_counter()
     done = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)

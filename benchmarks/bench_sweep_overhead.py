@@ -142,23 +142,19 @@ def trial_flags(steps: int | None) -> list[str]:
 
 
 def direct_config(work: Path, steps: int | None):
-    """The configuration a one-trial alpha search gives its first (paper) trial."""
-    from sevlm.config import compose, to_flat_dict
+    """The configuration a one-trial alpha search gives its first (paper) trial: the sweep's
+    own spec, built from its flags in ``work``, composed at the paper's point."""
+    from sevlm.config import compose
     from sweeps import alpha_search
-    from sweeps.spec import DEFAULT_METRIC
+    from sweeps.spec import build_spec
 
-    overrides = dict(alpha_search.DEFAULT_OVERRIDES.get("tiny", {}))
-    overrides.update({
-        # the sweep's defaults, resolved against its working directory
-        "data.synthetic_dir": str(work / "data" / "synthetic"),
-        "data.feature_cache_dir": str(work / ".cache" / "features"),
-    })
-    if steps is not None:
-        overrides["train.max_steps"] = steps
-    # the sweep's base (its metric picks the tested checkpoint) plus its paper point
-    base = to_flat_dict(compose("tiny", {"train.monitor_metric": DEFAULT_METRIC["tiny"]}, overrides))
-    paper = {k: base[k] for k in alpha_search.SPACE["tiny"]}
-    return compose(base, paper, {"output_dir": str(work / "direct" / "direct" / "outputs" / "direct")})
+    sweep = alpha_search.SWEEP
+    args = sweep.parser().parse_args(["--name", "direct", "--storage", str(work / "direct"), "--num-trials", "1"]
+                                     + trial_flags(steps))
+    spec = build_spec(args, kind=sweep.kind, strategy_flags=sweep.strategy, default_overrides=sweep.default_overrides,
+                      default_metric=sweep.default_metric, cwd=work)
+    settings = spec.trial_settings
+    return compose(settings.base, settings.point_overrides(spec.plan.paper_point), settings.run_overrides("direct"))
 
 
 def run_direct(work: Path, steps: int | None) -> float:

@@ -146,7 +146,7 @@ def build_spec(
     preset_flat = to_flat_dict(preset(preset_name))
     overrides = {key: flat[key] for key in flat if key in fixed or (key in PATH_KEYS + MAYBE_PATH_KEYS
                                                                      and flat[key] != preset_flat[key])}
-    _check_dataset(base)
+    _check_dataset(base, flat)
     if metric == "val/meteor" and not base.eval.use_meteor:
         raise SweepError("--metric val/meteor needs METEOR: drop --set eval.use_meteor=false")
     output_root = overrides.pop("output_dir", None)  # the trials' folders go under it
@@ -251,16 +251,16 @@ def _sweeps(storage: str, kind: str) -> list[str]:
     return [str(d) for d in sorted(found, key=lambda d: (d / SPEC_FILE).stat().st_mtime, reverse=True)]
 
 
-def _check_dataset(cfg) -> None:
-    """The dataset's files (``sevlm.config_rules``), in the words of the sweep's flags."""
-    from sevlm.config import DATASET_PATHS, input_paths, missing_dataset_paths, to_flat_dict
+def _check_dataset(cfg, flat: dict[str, Any]) -> None:
+    """The dataset's files (``sevlm.config_rules``), in the words of the sweep's flags;
+    ``flat``: ``cfg`` flattened."""
+    from sevlm.config import DATASET_PATHS, input_paths, missing_dataset_paths
 
     flags = {key: flag for flag, key in DATASET_FLAGS.items()}
     flag = lambda key: "--" + flags[key].replace("_", "-") if key in flags else f"--set {key}"  # noqa: E731
     for key in missing_dataset_paths(cfg.data):
         raise SweepError(f"--dataset {cfg.data.dataset} needs {flag(key)}")
     # A file given for another dataset than the chosen one is checked too: likely a slip.
-    flat = to_flat_dict(cfg)
     given = {key: str(flat[key]) for paths in DATASET_PATHS.values() for key in paths if flat[key]}
     for key, value in {**given, **input_paths(cfg)}.items():
         if "://" not in value and not Path(value).exists():
